@@ -1,0 +1,47 @@
+"""Request-size limits, enforced before any parsing.
+
+A view may set `max_body_bytes`; otherwise TALLY["DEFAULT_MAX_BODY_BYTES"] applies. The
+check reads Content-Length, so an oversized body is refused without being read.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+
+from django.conf import settings
+from django.http import HttpRequest, HttpResponse
+
+from config.api.errors import error_response
+
+
+def max_body_bytes_for(view_func: Callable) -> int:
+    view_class = getattr(view_func, "cls", None) or getattr(view_func, "view_class", None)
+    limit = getattr(view_func, "max_body_bytes", None) or getattr(
+        view_class, "max_body_bytes", None
+    )
+    return limit or settings.TALLY["DEFAULT_MAX_BODY_BYTES"]
+
+
+def too_large_response(limit: int) -> HttpResponse:
+    return error_response(
+        413, f"The request body is larger than this endpoint's limit of {limit} bytes."
+    )
+
+
+class RequestSizeLimitMiddleware:
+    def __init__(self, get_response: Callable[[HttpRequest], HttpResponse]) -> None:
+        self.get_response = get_response
+
+    def __call__(self, request: HttpRequest) -> HttpResponse:
+        return self.get_response(request)
+
+    def process_view(self, request: HttpRequest, view_func, view_args, view_kwargs):
+        raw_length = request.META.get("CONTENT_LENGTH") or "0"
+        try:
+            length = int(raw_length)
+        except ValueError:
+            return error_response(400, "The Content-Length header is not a number.")
+        limit = max_body_bytes_for(view_func)
+        if length > limit:
+            return too_large_response(limit)
+        return None

@@ -1,0 +1,69 @@
+"""`limit`/`skip` pagination answering `{"<plural>": [...], "total": N}`."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from rest_framework.exceptions import ValidationError
+from rest_framework.pagination import BasePagination
+from rest_framework.response import Response
+
+DEFAULT_LIMIT = 20
+MAX_LIMIT = 100
+
+
+def _non_negative_int(request, name: str, default: int, maximum: int | None = None) -> int:
+    raw = request.query_params.get(name)
+    if raw is None or raw == "":
+        return default
+    try:
+        value = int(raw)
+    except ValueError:
+        raise ValidationError({name: [f"{name} must be a whole number."]}) from None
+    if value < 0:
+        raise ValidationError({name: [f"{name} must not be negative."]})
+    if maximum is not None and value > maximum:
+        raise ValidationError({name: [f"{name} must be at most {maximum}."]})
+    return value
+
+
+class LimitSkipPagination(BasePagination):
+    """The list key comes from the view's `list_key` (e.g. "meterTypes")."""
+
+    def paginate_queryset(self, queryset, request, view=None) -> list[Any]:
+        self.limit = _non_negative_int(request, "limit", DEFAULT_LIMIT, MAX_LIMIT)
+        self.skip = _non_negative_int(request, "skip", 0)
+        self.list_key = view.list_key
+        self.total = queryset.count()
+        if self.limit == 0 or self.skip >= self.total:
+            return []
+        return list(queryset[self.skip : self.skip + self.limit])
+
+    def get_paginated_response(self, data) -> Response:
+        return Response({self.list_key: data, "total": self.total})
+
+    def get_paginated_response_schema(self, schema: dict) -> dict:
+        return {
+            "type": "object",
+            "required": ["total"],
+            "properties": {"total": {"type": "integer"}, "items": schema},
+        }
+
+    def get_schema_operation_parameters(self, view) -> list[dict]:
+        return [
+            {
+                "name": "limit",
+                "in": "query",
+                "required": False,
+                "description": f"How many items to return (default {DEFAULT_LIMIT}, "
+                f"at most {MAX_LIMIT}).",
+                "schema": {"type": "integer", "minimum": 0, "maximum": MAX_LIMIT},
+            },
+            {
+                "name": "skip",
+                "in": "query",
+                "required": False,
+                "description": "How many items to skip.",
+                "schema": {"type": "integer", "minimum": 0},
+            },
+        ]

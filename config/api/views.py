@@ -1,0 +1,16 @@
+"""Base classes for platform API views."""
+
+from __future__ import annotations
+
+from rest_framework.views import APIView
+
+from config.api.authentication import PlatformKeyAuthentication
+from config.api.permissions import PlatformKeyPermission
+
+
+class PlatformAPIView(APIView):
+    """Platform endpoints: a platform API key, never an operator token; one rate-limit group."""
+
+    authentication_classes = [PlatformKeyAuthentication]
+    permission_classes = [PlatformKeyPermission]
+    rate_limit_group = "platform"

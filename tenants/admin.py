@@ -1,0 +1,266 @@
+from __future__ import annotations
+
+from django import forms
+from django.contrib import admin, messages
+from django.db.models import Count
+from django.http import HttpResponseRedirect
+from django.urls import reverse
+from django.utils.html import format_html
+from oauth2_provider import models as oauth_models
+
+from tenants import services
+from tenants.models import (
+    ApplicationAccess,
+    Operator,
+    OperatorMembership,
+    PlatformApiKey,
+    PlatformSettings,
+)
+from tenants.scopes import SCOPES
+
+# Applications are managed through "Application accesses" (which tie each one to its
+# operator); the toolkit's own pages would create clients that belong to nobody.
+for model in (
+    oauth_models.get_application_model(),
+    oauth_models.get_grant_model(),
+    oauth_models.get_id_token_model(),
+    oauth_models.get_refresh_token_model(),
+):
+    if admin.site.is_registered(model):
+        admin.site.unregister(model)
+
+SCOPE_CHOICES = [(name, f"{name} — {label}") for name, label in SCOPES.items()]
+
+
+class MembershipInline(admin.TabularInline):
+    model = OperatorMembership
+    extra = 0
+    autocomplete_fields = ["user"]
+
+
+class ApplicationAccessInline(admin.TabularInline):
+    model = ApplicationAccess
+    extra = 0
+    can_delete = False
+    fields = ["application_name", "client_id", "created_at"]
+    readonly_fields = fields
+    show_change_link = True
+
+    def has_add_permission(self, request, obj=None) -> bool:
+        return False
+
+    @admin.display(description="name")
+    def application_name(self, obj: ApplicationAccess) -> str:
+        return obj.application.name
+
+    @admin.display(description="client id")
+    def client_id(self, obj: ApplicationAccess) -> str:
+        return obj.application.client_id
+
+
+@admin.register(Operator)
+class OperatorAdmin(admin.ModelAdmin):
+    list_display = ["name", "status", "application_count", "created_at", "last_active_at"]
+    list_filter = ["status"]
+    search_fields = ["name", "id"]
+    readonly_fields = ["id", "created_at", "last_active_at"]
+    inlines = [MembershipInline, ApplicationAccessInline]
+    actions = ["suspend", "reactivate"]
+
+    def get_queryset(self, request):
+        return (
+            super()
+            .get_queryset(request)
+            .annotate(_application_count=Count("application_accesses", distinct=True))
+        )
+
+    @admin.display(description="applications", ordering="_application_count")
+    def application_count(self, obj: Operator) -> int:
+        return obj._application_count
+
+    @admin.action(description="Suspend selected operators")
+    def suspend(self, request, queryset) -> None:
+        for operator in queryset:
+            services.operator_set_status(operator=operator, status=Operator.Status.SUSPENDED)
+        self.message_user(request, f"Suspended {queryset.count()} operator(s).")
+
+    @admin.action(description="Reactivate selected operators")
+    def reactivate(self, request, queryset) -> None:
+        for operator in queryset:
+            services.operator_set_status(operator=operator, status=Operator.Status.ACTIVE)
+        self.message_user(request, f"Reactivated {queryset.count()} operator(s).")
+
+
+@admin.register(OperatorMembership)
+class OperatorMembershipAdmin(admin.ModelAdmin):
+    list_display = ["user", "operator", "role", "created_at"]
+    list_filter = ["role"]
+    list_select_related = ["user", "operator"]
+    search_fields = ["user__username", "user__email", "operator__name"]
+    autocomplete_fields = ["user", "operator"]
+
+
+class ApplicationAccessForm(forms.ModelForm):
+    name = forms.CharField(max_length=255)
+    scopes = forms.MultipleChoiceField(
+        choices=SCOPE_CHOICES, widget=forms.CheckboxSelectMultiple, required=False
+    )
+
+    class Meta:
+        model = ApplicationAccess
+        fields = ["operator", "name", "scopes"]
+
+    def __init__(self, *args, **kwargs) -> None:
+        super().__init__(*args, **kwargs)
+        if self.instance.pk:
+            self.fields["name"].initial = self.instance.application.name
+            self.fields["operator"].disabled = True
+        else:
+            self.fields["scopes"].initial = list(SCOPES)
+
+
+@admin.register(ApplicationAccess)
+class ApplicationAccessAdmin(admin.ModelAdmin):
+    """Creating an application shows its client secret once, on the next page."""
+
+    form = ApplicationAccessForm
+    list_display = ["application_name", "operator", "client_id", "scope_count", "created_at"]
+    list_filter = ["operator"]
+    list_select_related = ["application", "operator"]
+    search_fields = ["application__name", "application__client_id", "operator__name"]
+    readonly_fields = ["client_id", "created_at"]
+    actions = ["rotate_secret"]
+
+    def get_fields(self, request, obj=None):
+        if obj is None:
+            return ["operator", "name", "scopes"]
+        return ["operator", "name", "client_id", "scopes", "created_at"]
+
+    @admin.display(description="name", ordering="application__name")
+    def application_name(self, obj: ApplicationAccess) -> str:
+        return obj.application.name
+
+    @admin.display(description="client id")
+    def client_id(self, obj: ApplicationAccess) -> str:
+        return obj.application.client_id
+
+    @admin.display(description="scopes")
+    def scope_count(self, obj: ApplicationAccess) -> int:
+        return len(obj.scopes)
+
+    def save_model(self, request, obj, form, change) -> None:
+        scopes = form.cleaned_data["scopes"]
+        name = form.cleaned_data["name"]
+        if change:
+            if obj.application.name != name:
+                obj.application.name = name
+                obj.application.save(update_fields=["name", "updated"])
+            if set(scopes) != set(ApplicationAccess.objects.get(pk=obj.pk).scopes):
+                services.application_access_update_scopes(access=obj, scopes=scopes)
+            return
+        issued = services.application_access_create(
+            operator=form.cleaned_data["operator"], name=name, scopes=scopes
+        )
+        _adopt(obj, issued.access)
+        _show_secret_once(
+            request,
+            "Application created. Copy the client secret now; it will not be shown again.",
+            {"Client ID": issued.client_id, "Client secret": issued.client_secret},
+        )
+
+    def response_add(self, request, obj, post_url_continue=None):
+        return HttpResponseRedirect(
+            reverse("admin:tenants_applicationaccess_change", args=[obj.pk])
+        )
+
+    @admin.action(description="Rotate the client secret (revokes issued tokens)")
+    def rotate_secret(self, request, queryset) -> None:
+        for access in queryset.select_related("application"):
+            issued = services.application_access_rotate_secret(access=access)
+            _show_secret_once(
+                request,
+                f"New secret for {access.application.name}. It will not be shown again.",
+                {"Client ID": issued.client_id, "Client secret": issued.client_secret},
+            )
+
+
+class PlatformApiKeyForm(forms.ModelForm):
+    class Meta:
+        model = PlatformApiKey
+        fields = ["name"]
+
+
+@admin.register(PlatformApiKey)
+class PlatformApiKeyAdmin(admin.ModelAdmin):
+    """Creating a key shows it once, on the next page; only its digest is stored."""
+
+    form = PlatformApiKeyForm
+    list_display = ["name", "display_prefix", "created_by", "created_at", "last_used_at", "status"]
+    list_select_related = ["created_by"]
+    search_fields = ["name", "display_prefix"]
+    readonly_fields = ["display_prefix", "created_by", "created_at", "last_used_at", "revoked_at"]
+    actions = ["revoke"]
+
+    def get_fields(self, request, obj=None):
+        if obj is None:
+            return ["name"]
+        return ["name", *self.readonly_fields]
+
+    @admin.display(description="status")
+    def status(self, obj: PlatformApiKey) -> str:
+        return "revoked" if obj.is_revoked else "active"
+
+    def save_model(self, request, obj, form, change) -> None:
+        if change:
+            obj.save(update_fields=["name"])
+            return
+        issued = services.platform_key_create(name=obj.name, created_by=request.user)
+        _adopt(obj, issued.key)
+        _show_secret_once(
+            request,
+            "Platform API key created. Copy it now; it will not be shown again.",
+            {"Key": issued.raw_key},
+        )
+
+    def response_add(self, request, obj, post_url_continue=None):
+        return HttpResponseRedirect(reverse("admin:tenants_platformapikey_change", args=[obj.pk]))
+
+    @admin.action(description="Revoke selected keys")
+    def revoke(self, request, queryset) -> None:
+        for key in queryset:
+            services.platform_key_revoke(key=key)
+        self.message_user(request, f"Revoked {queryset.count()} key(s).")
+
+
+@admin.register(PlatformSettings)
+class PlatformSettingsAdmin(admin.ModelAdmin):
+    list_display = ["name", "contact_email", "webhook_url", "updated_at"]
+    readonly_fields = ["updated_at"]
+
+    def has_add_permission(self, request) -> bool:
+        return not PlatformSettings.objects.exists()
+
+    def has_delete_permission(self, request, obj=None) -> bool:
+        return False
+
+    def changelist_view(self, request, extra_context=None):
+        row = PlatformSettings.load()
+        return HttpResponseRedirect(reverse("admin:tenants_platformsettings_change", args=[row.pk]))
+
+
+def _adopt(unsaved, created) -> None:
+    """Make the admin's unsaved object the row a service created, so the admin's log
+    entry and redirect point at the real row."""
+    for field in created._meta.concrete_fields:
+        setattr(unsaved, field.attname, getattr(created, field.attname))
+    unsaved._state.adding = False
+    unsaved._state.db = created._state.db
+
+
+def _show_secret_once(request, headline: str, values: dict[str, str]) -> None:
+    # Messages live in the session until the next page renders them, then they are gone.
+    rows = format_html(
+        "".join("<br>{}: <code class='tally-secret' data-name='{}'>{}</code>" for _ in values),
+        *[part for label, value in values.items() for part in (label, label, value)],
+    )
+    messages.warning(request, format_html("{}{}", headline, rows))

@@ -1,0 +1,33 @@
+from __future__ import annotations
+
+from drf_spectacular.utils import extend_schema
+from rest_framework.request import Request
+from rest_framework.response import Response
+
+from config.api.views import PlatformAPIView
+from tenants.api.serializers import PlatformSettingsSerializer
+from tenants.models import PlatformSettings
+from tenants.services import platform_settings_update
+
+
+class PlatformSettingsView(PlatformAPIView):
+    """The platform's profile: name, contact e-mail and webhook URL."""
+
+    @extend_schema(responses=PlatformSettingsSerializer, operation_id="platform_settings_get")
+    def get(self, request: Request) -> Response:
+        return Response(PlatformSettingsSerializer(PlatformSettings.load()).data)
+
+    @extend_schema(
+        request=PlatformSettingsSerializer,
+        responses=PlatformSettingsSerializer,
+        operation_id="platform_settings_put",
+    )
+    def put(self, request: Request) -> Response:
+        serializer = PlatformSettingsSerializer(data=request.data)
+        serializer.is_valid(raise_exception=True)
+        row = platform_settings_update(
+            name=serializer.validated_data["name"],
+            contact_email=serializer.validated_data["contact_email"],
+            webhook_url=serializer.validated_data.get("webhook_url") or "",
+        )
+        return Response(PlatformSettingsSerializer(row).data)

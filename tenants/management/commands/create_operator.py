@@ -1,0 +1,18 @@
+import simplejson
+from django.core.management.base import BaseCommand, CommandError
+
+from tenants.services import operator_create
+
+
+class Command(BaseCommand):
+    help = 'Create an operator and print {"id", "name"} as JSON.'
+
+    def add_arguments(self, parser) -> None:
+        parser.add_argument("--name", required=True)
+
+    def handle(self, *args, name: str, **options) -> None:
+        try:
+            operator = operator_create(name=name)
+        except ValueError as exc:
+            raise CommandError(str(exc)) from None
+        self.stdout.write(simplejson.dumps({"id": str(operator.id), "name": operator.name}))

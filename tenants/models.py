@@ -1,0 +1,146 @@
+from __future__ import annotations
+
+import uuid
+
+from django.conf import settings
+from django.contrib.postgres.fields import ArrayField
+from django.db import models
+from django.utils import timezone
+
+
+class Operator(models.Model):
+    """A tenant: one company sending usage to Tally. Every operator-owned row points here.
+
+    A suspended operator keeps its data but its tokens are refused (403) everywhere and
+    no new token is issued for it.
+    """
+
+    class Status(models.TextChoices):
+        ACTIVE = "active", "Active"
+        SUSPENDED = "suspended", "Suspended"
+
+    id = models.UUIDField(primary_key=True, default=uuid.uuid4, editable=False)
+    name = models.CharField(max_length=200)
+    status = models.CharField(max_length=16, choices=Status.choices, default=Status.ACTIVE)
+    created_at = models.DateTimeField(default=timezone.now, editable=False)
+    last_active_at = models.DateTimeField(null=True, blank=True, editable=False)
+
+    class Meta:
+        ordering = ["name"]
+        indexes = [models.Index(fields=["status"], name="operator_status_idx")]
+
+    def __str__(self) -> str:
+        return self.name
+
+    @property
+    def is_active(self) -> bool:
+        return self.status == self.Status.ACTIVE
+
+
+class OperatorMembership(models.Model):
+    """Gives a browser user access to one operator's dashboard."""
+
+    class Role(models.TextChoices):
+        ADMIN = "admin", "Admin"
+        VIEWER = "viewer", "Viewer"
+
+    operator = models.ForeignKey(Operator, on_delete=models.CASCADE, related_name="memberships")
+    user = models.ForeignKey(
+        settings.AUTH_USER_MODEL, on_delete=models.CASCADE, related_name="operator_memberships"
+    )
+    role = models.CharField(max_length=16, choices=Role.choices, default=Role.VIEWER)
+    created_at = models.DateTimeField(default=timezone.now, editable=False)
+
+    class Meta:
+        constraints = [
+            models.UniqueConstraint(fields=["operator", "user"], name="membership_unique_user"),
+        ]
+
+    def __str__(self) -> str:
+        return f"{self.user} in {self.operator} ({self.role})"
+
+
+class ApplicationAccess(models.Model):
+    """An OAuth2 client-credentials client owned by one operator.
+
+    The django-oauth-toolkit `Application` holds the client id and the hashed secret; this
+    row ties it to its operator and lists the scopes its tokens may carry.
+    """
+
+    id = models.UUIDField(primary_key=True, default=uuid.uuid4, editable=False)
+    operator = models.ForeignKey(
+        Operator, on_delete=models.CASCADE, related_name="application_accesses"
+    )
+    application = models.OneToOneField(
+        "oauth2_provider.Application", on_delete=models.CASCADE, related_name="access"
+    )
+    scopes = ArrayField(models.CharField(max_length=100), default=list, blank=True)
+    created_at = models.DateTimeField(default=timezone.now, editable=False)
+
+    class Meta:
+        verbose_name = "application access"
+        verbose_name_plural = "application accesses"
+        indexes = [models.Index(fields=["operator"], name="appaccess_operator_idx")]
+
+    def __str__(self) -> str:
+        return self.application.name
+
+    @property
+    def client_id(self) -> str:
+        return self.application.client_id
+
+
+class PlatformSettings(models.Model):
+    """The platform's own profile (one row), read and written by the platform API."""
+
+    SINGLETON_ID = 1
+
+    id = models.PositiveSmallIntegerField(primary_key=True, default=SINGLETON_ID, editable=False)
+    name = models.CharField(max_length=200, default="Tally")
+    contact_email = models.EmailField(blank=True)
+    webhook_url = models.URLField(max_length=2000, blank=True)
+    updated_at = models.DateTimeField(auto_now=True)
+
+    class Meta:
+        verbose_name = "platform settings"
+        verbose_name_plural = "platform settings"
+        constraints = [
+            models.CheckConstraint(condition=models.Q(id=1), name="platformsettings_singleton"),
+        ]
+
+    def __str__(self) -> str:
+        return self.name
+
+    @classmethod
+    def load(cls) -> PlatformSettings:
+        settings_row, _ = cls.objects.get_or_create(id=cls.SINGLETON_ID)
+        return settings_row
+
+
+class PlatformApiKey(models.Model):
+    """A key for the platform API. Only its SHA-256 digest is stored; the key is shown once."""
+
+    PREFIX = "tly_platform_"
+
+    id = models.UUIDField(primary_key=True, default=uuid.uuid4, editable=False)
+    name = models.CharField(max_length=100)
+    # The first characters, so staff can tell keys apart without the key itself.
+    display_prefix = models.CharField(max_length=32, editable=False)
+    key_digest = models.CharField(max_length=64, unique=True, editable=False)
+    created_by = models.ForeignKey(
+        settings.AUTH_USER_MODEL, null=True, blank=True, on_delete=models.SET_NULL, editable=False
+    )
+    created_at = models.DateTimeField(default=timezone.now, editable=False)
+    last_used_at = models.DateTimeField(null=True, blank=True, editable=False)
+    revoked_at = models.DateTimeField(null=True, blank=True, editable=False)
+
+    class Meta:
+        verbose_name = "platform API key"
+        ordering = ["-created_at"]
+
+    def __str__(self) -> str:
+        return f"{self.name} ({self.display_prefix}…)"
+
+    @property
+    def is_revoked(self) -> bool:
+        return self.revoked_at is not None

@@ -1,0 +1,36 @@
+"""django-oauth-toolkit glue: per-application scopes and operator checks at token time."""
+
+from __future__ import annotations
+
+from oauth2_provider.oauth2_validators import OAuth2Validator
+from oauth2_provider.scopes import BaseScopes
+
+from tenants.scopes import ALIASES, SCOPES, with_aliases
+
+
+def _allowed_scopes(application) -> list[str]:
+    access = getattr(application, "access", None) if application is not None else None
+    return list(access.scopes) if access is not None else []
+
+
+class ApplicationScopes(BaseScopes):
+    """A token may carry only what its application is allowed (never "all scopes")."""
+
+    def get_all_scopes(self) -> dict[str, str]:
+        return {**SCOPES, **{short: SCOPES[full] for short, full in ALIASES.items()}}
+
+    def get_available_scopes(self, application=None, request=None, *args, **kwargs) -> list[str]:
+        return with_aliases(_allowed_scopes(application))
+
+    def get_default_scopes(self, application=None, request=None, *args, **kwargs) -> list[str]:
+        return _allowed_scopes(application)
+
+
+class OperatorOAuth2Validator(OAuth2Validator):
+    """Clients of a suspended operator, or applications with no operator, cannot authenticate."""
+
+    def authenticate_client(self, request, *args, **kwargs) -> bool:
+        if not super().authenticate_client(request, *args, **kwargs):
+            return False
+        access = getattr(request.client, "access", None)
+        return access is not None and access.operator.is_active

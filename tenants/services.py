@@ -1,0 +1,167 @@
+"""Writes for operators, their OAuth applications, platform keys and platform settings."""
+
+from __future__ import annotations
+
+import hashlib
+import logging
+import secrets
+from collections.abc import Iterable
+from dataclasses import dataclass
+from datetime import timedelta
+
+from django.core.cache import cache
+from django.db import transaction
+from django.utils import timezone
+from oauth2_provider.models import AccessToken, Application
+
+from tenants.models import ApplicationAccess, Operator, PlatformApiKey, PlatformSettings
+from tenants.scopes import ALL_SCOPES, normalize_scopes
+
+logger = logging.getLogger(__name__)
+
+# last_active_at is written at most this often per operator; a Redis key gates the write.
+LAST_ACTIVE_RESOLUTION = timedelta(minutes=1)
+
+
+def operator_create(*, name: str) -> Operator:
+    """Create an active operator."""
+    name = name.strip()
+    if not name:
+        raise ValueError("An operator needs a name.")
+    return Operator.objects.create(name=name)
+
+
+def operator_set_status(*, operator: Operator, status: str) -> Operator:
+    """Suspend or reactivate an operator. Suspension revokes nothing; tokens are refused."""
+    if status not in Operator.Status.values:
+        raise ValueError(f"Unknown operator status {status!r}.")
+    operator.status = status
+    operator.save(update_fields=["status"])
+    logger.info("Operator %s is now %s", operator.id, status)
+    return operator
+
+
+def operator_mark_active(*, operator_id) -> None:
+    """Record that the operator used the API, without a write per request."""
+    if not cache.add(f"operator-active:{operator_id}", 1, LAST_ACTIVE_RESOLUTION.total_seconds()):
+        return
+    Operator.objects.filter(pk=operator_id).update(last_active_at=timezone.now())
+
+
+@dataclass(frozen=True)
+class IssuedApplication:
+    access: ApplicationAccess
+    client_secret: str  # shown once, never stored in plain text
+
+    @property
+    def client_id(self) -> str:
+        return self.access.application.client_id
+
+
+def application_access_create(
+    *, operator: Operator, name: str, scopes: Iterable[str] | None = None
+) -> IssuedApplication:
+    """Create a client-credentials OAuth application for `operator`.
+
+    `scopes` defaults to every scope; short forms are accepted. The secret is returned
+    once and stored hashed by django-oauth-toolkit.
+    """
+    allowed = normalize_scopes(ALL_SCOPES if scopes is None else scopes)
+    name = name.strip()
+    if not name:
+        raise ValueError("An application needs a name.")
+    secret = _new_client_secret()
+    with transaction.atomic():
+        application = Application.objects.create(
+            name=name,
+            client_type=Application.CLIENT_CONFIDENTIAL,
+            authorization_grant_type=Application.GRANT_CLIENT_CREDENTIALS,
+            client_secret=secret,
+            hash_client_secret=True,
+            skip_authorization=True,
+        )
+        access = ApplicationAccess.objects.create(
+            operator=operator, application=application, scopes=allowed
+        )
+    return IssuedApplication(access=access, client_secret=secret)
+
+
+def application_access_update_scopes(
+    *, access: ApplicationAccess, scopes: Iterable[str]
+) -> ApplicationAccess:
+    """Change what new tokens may carry; existing tokens lose scopes they no longer have."""
+    access.scopes = normalize_scopes(scopes)
+    with transaction.atomic():
+        access.save(update_fields=["scopes"])
+        # A narrower grant must take effect now, not when old tokens expire.
+        AccessToken.objects.filter(application=access.application).delete()
+    return access
+
+
+def application_access_rotate_secret(*, access: ApplicationAccess) -> IssuedApplication:
+    """Give the application a new secret and revoke every token issued with the old one."""
+    secret = _new_client_secret()
+    with transaction.atomic():
+        application = access.application
+        application.client_secret = secret
+        application.save(update_fields=["client_secret", "updated"])
+        AccessToken.objects.filter(application=application).delete()
+    return IssuedApplication(access=access, client_secret=secret)
+
+
+def _new_client_secret() -> str:
+    return secrets.token_urlsafe(48)
+
+
+def platform_key_digest(raw_key: str) -> str:
+    # Keys carry 256 random bits, so a plain SHA-256 is enough; no slow hash is needed.
+    return hashlib.sha256(raw_key.encode("utf-8")).hexdigest()
+
+
+@dataclass(frozen=True)
+class IssuedPlatformKey:
+    key: PlatformApiKey
+    raw_key: str  # shown once
+
+
+def platform_key_create(*, name: str, created_by=None) -> IssuedPlatformKey:
+    """Create a platform API key; the returned raw key is the only copy."""
+    name = name.strip()
+    if not name:
+        raise ValueError("A platform key needs a name.")
+    raw_key = PlatformApiKey.PREFIX + secrets.token_urlsafe(32)
+    key = PlatformApiKey.objects.create(
+        name=name,
+        display_prefix=raw_key[: len(PlatformApiKey.PREFIX) + 6],
+        key_digest=platform_key_digest(raw_key),
+        created_by=created_by,
+    )
+    return IssuedPlatformKey(key=key, raw_key=raw_key)
+
+
+def platform_key_revoke(*, key: PlatformApiKey) -> PlatformApiKey:
+    PlatformApiKey.objects.filter(pk=key.pk, revoked_at__isnull=True).update(
+        revoked_at=timezone.now()
+    )
+    key.refresh_from_db(fields=["revoked_at"])
+    return key
+
+
+def platform_key_mark_used(*, key: PlatformApiKey) -> None:
+    if cache.add(f"platform-key-used:{key.pk}", 1, LAST_ACTIVE_RESOLUTION.total_seconds()):
+        PlatformApiKey.objects.filter(pk=key.pk).update(last_used_at=timezone.now())
+
+
+def platform_settings_update(
+    *, name: str, contact_email: str, webhook_url: str
+) -> PlatformSettings:
+    """Replace the platform profile (PUT semantics)."""
+    with transaction.atomic():
+        row = PlatformSettings.objects.select_for_update().filter(
+            id=PlatformSettings.SINGLETON_ID
+        ).first() or PlatformSettings(id=PlatformSettings.SINGLETON_ID)
+        row.name = name
+        row.contact_email = contact_email
+        row.webhook_url = webhook_url
+        row.save()
+    return row

@@ -1,0 +1,10 @@
+"""Celery tasks for tenants: thin wrappers around services."""
+
+from celery import shared_task
+from oauth2_provider.models import clear_expired
+
+
+@shared_task(acks_late=True, reject_on_worker_lost=True, ignore_result=True)
+def clear_expired_tokens() -> None:
+    """Delete access tokens past their expiry, so the token table stays small."""
+    clear_expired()
