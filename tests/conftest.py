@@ -107,8 +107,17 @@ class ApiClient(Client):
             environ["HTTP_AUTHORIZATION"] = f"Bearer {self.token}"
         return environ
 
-    def generic(self, method, path, data="", content_type="application/json", **extra):
-        return super().generic(method, path, data, content_type, **extra)
+    def post(self, path, data=None, content_type="application/json", **extra):
+        return super().post(path, data, content_type, **extra)
+
+    def put(self, path, data="", content_type="application/json", **extra):
+        return super().put(path, data, content_type, **extra)
+
+    def patch(self, path, data="", content_type="application/json", **extra):
+        return super().patch(path, data, content_type, **extra)
+
+    def delete(self, path, data="", content_type="application/json", **extra):
+        return super().delete(path, data, content_type, **extra)
 
 
 @pytest.fixture

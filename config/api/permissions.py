@@ -35,6 +35,10 @@ class OperatorScopePermission(BasePermission):
             return False
         if not principal.operator.is_active:
             raise exceptions.PermissionDenied("This operator is suspended.")
+        if not hasattr(view, request.method.lower()):
+            # DRF checks permissions before it looks for the handler; answer 405, not a
+            # missing-scope error, for a method the view does not have.
+            raise exceptions.MethodNotAllowed(request.method)
         scope = required_scope_for(request, view)
         if not scope_granted(scope, principal.scopes):
             raise exceptions.PermissionDenied(f"This endpoint requires the scope {scope}.")
