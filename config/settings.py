@@ -31,6 +31,7 @@ INSTALLED_APPS = [
     "drf_spectacular",
     "django_celery_beat",
     "tenants",
+    "parameters",
 ]
 
 MIDDLEWARE = [
@@ -77,11 +78,13 @@ DATABASES["default"]["CONN_HEALTH_CHECKS"] = True
 DEFAULT_AUTO_FIELD = "django.db.models.BigAutoField"
 
 REDIS_URL = env_str("REDIS_URL")
+# Every key Tally writes starts with this, so deployments (or test runs) can share a Redis.
+REDIS_KEY_PREFIX = env_str("TALLY_REDIS_PREFIX", "tally")
 CACHES = {
     "default": {
         "BACKEND": "django.core.cache.backends.redis.RedisCache",
         "LOCATION": REDIS_URL,
-        "KEY_PREFIX": "tally",
+        "KEY_PREFIX": REDIS_KEY_PREFIX,
     }
 }
 
@@ -133,6 +136,13 @@ SPECTACULAR_SETTINGS = {
     "VERSION": "1",
     "SERVE_INCLUDE_SCHEMA": False,
     "COMPONENT_SPLIT_REQUEST": True,
+    # The schema and docs are public: read no credentials there, so a bearer token sent
+    # along is neither refused nor charged to a rate-limit group these views do not have.
+    "SERVE_AUTHENTICATION": [],
+    "POSTPROCESSING_HOOKS": [
+        "drf_spectacular.hooks.postprocess_schema_enums",
+        "config.api.schema.add_token_endpoint",
+    ],
 }
 
 OAUTH2_PROVIDER = {
@@ -167,7 +177,14 @@ TALLY = {
     "RATE_LIMITS": merge_rate_limits(env_json("TALLY_RATE_LIMITS")),
     # Request bodies above this answer 413 unless an endpoint sets its own limit.
     "DEFAULT_MAX_BODY_BYTES": env_int("TALLY_MAX_BODY_BYTES", 1024 * 1024),
+    # Fernet keys for sensitive parameters; the first encrypts, all decrypt.
+    "PARAMETER_KEYS": env_list("TALLY_PARAMETER_KEYS", []),
 }
+
+if TALLY["PARAMETER_KEYS"]:
+    from parameters.crypto import build_keyring
+
+    build_keyring(TALLY["PARAMETER_KEYS"])  # a malformed key stops start-up here
 
 LOG_LEVEL = env_str("LOG_LEVEL", "INFO").upper()
 LOGGING = {

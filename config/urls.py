@@ -7,6 +7,7 @@ urlpatterns = [
     path("api/schema/", SpectacularAPIView.as_view(), name="schema"),
     path("api/docs/", SpectacularSwaggerView.as_view(url_name="schema"), name="api-docs"),
     path("", include("tenants.api.urls")),
+    path("", include("parameters.api.urls")),
 ]
 
 handler400 = "config.api.errors.handler400"

@@ -8,6 +8,7 @@ from django.urls import reverse
 from django.utils.html import format_html
 from oauth2_provider import models as oauth_models
 
+from config.admin_utils import adopt_created
 from tenants import services
 from tenants.models import (
     ApplicationAccess,
@@ -112,7 +113,8 @@ class ApplicationAccessForm(forms.ModelForm):
 
     def __init__(self, *args, **kwargs) -> None:
         super().__init__(*args, **kwargs)
-        if self.instance.pk:
+        # A new row already has its UUID pk, so ask whether it is saved, not for a pk.
+        if not self.instance._state.adding:
             self.fields["name"].initial = self.instance.application.name
             self.fields["operator"].disabled = True
         else:
@@ -161,7 +163,7 @@ class ApplicationAccessAdmin(admin.ModelAdmin):
         issued = services.application_access_create(
             operator=form.cleaned_data["operator"], name=name, scopes=scopes
         )
-        _adopt(obj, issued.access)
+        adopt_created(obj, issued.access)
         _show_secret_once(
             request,
             "Application created. Copy the client secret now; it will not be shown again.",
@@ -215,7 +217,7 @@ class PlatformApiKeyAdmin(admin.ModelAdmin):
             obj.save(update_fields=["name"])
             return
         issued = services.platform_key_create(name=obj.name, created_by=request.user)
-        _adopt(obj, issued.key)
+        adopt_created(obj, issued.key)
         _show_secret_once(
             request,
             "Platform API key created. Copy it now; it will not be shown again.",
@@ -246,15 +248,6 @@ class PlatformSettingsAdmin(admin.ModelAdmin):
     def changelist_view(self, request, extra_context=None):
         row = PlatformSettings.load()
         return HttpResponseRedirect(reverse("admin:tenants_platformsettings_change", args=[row.pk]))
-
-
-def _adopt(unsaved, created) -> None:
-    """Make the admin's unsaved object the row a service created, so the admin's log
-    entry and redirect point at the real row."""
-    for field in created._meta.concrete_fields:
-        setattr(unsaved, field.attname, getattr(created, field.attname))
-    unsaved._state.adding = False
-    unsaved._state.db = created._state.db
 
 
 def _show_secret_once(request, headline: str, values: dict[str, str]) -> None:

@@ -4,12 +4,13 @@ plus staff and operator users. Tests run against real PostgreSQL and Redis."""
 from __future__ import annotations
 
 import copy
+import logging
+import os
 import socket
 from dataclasses import dataclass
 
 import pytest
 from django.conf import settings
-from django.core.cache import cache
 from django.test import Client
 
 from config.api.ratelimit import _client as redis_client
@@ -18,14 +19,71 @@ from tenants.scopes import ALL_SCOPES
 from tenants.services import application_access_create, operator_create, platform_key_create
 
 AUDIENCE = "http://localhost:8000"
+# Fixed test keys for sensitive parameters (Fernet: 32 url-safe base64 bytes).
+TEST_PARAMETER_KEY = "Q3Ns0YqgnExyjwqdAq6ZB0iC1xO5dbuukFLULIszcAk="
+OLD_PARAMETER_KEY = "c2jBbXwR1CjEbGRFb0P2rO8H2Oj7w6yb6g5dJ2vV3Dk="
+# Sensitive test values contain this; no log record of the whole run may (see below).
+SENSITIVE_SENTINEL = "SENSITIVE-SENTINEL"
+
+
+class _RecordEverything(logging.Handler):
+    def __init__(self) -> None:
+        super().__init__(level=logging.DEBUG)
+        self.leaks: list[str] = []
+
+    def emit(self, record: logging.LogRecord) -> None:
+        try:
+            text = self.format(record)
+        except Exception:  # a broken record is not a leak
+            return
+        if SENSITIVE_SENTINEL in text:
+            self.leaks.append(f"{record.name}: {text[:200]}")
+
+
+_log_watch = _RecordEverything()
+
+
+def pytest_sessionstart(session):
+    root = logging.getLogger()
+    # Watch every record, DEBUG included, while the console keeps its own level.
+    for handler in root.handlers:
+        handler.setLevel(max(handler.level, root.level))
+    root.setLevel(logging.DEBUG)
+    root.addHandler(_log_watch)
+
+
+def pytest_sessionfinish(session, exitstatus):
+    if _log_watch.leaks:
+        print("\nSensitive values reached the logs:\n" + "\n".join(_log_watch.leaks))
+        session.exitstatus = 1
+
+
+# Each pytest run keeps to its own Redis keys and test database, so that runs on one
+# machine (several developers, or CI beside a developer) never see each other's state.
+RUN_ID = f"{os.getpid()}"
+settings.REDIS_KEY_PREFIX = f"tally-test-{RUN_ID}"
+settings.CACHES["default"]["KEY_PREFIX"] = settings.REDIS_KEY_PREFIX
+
+
+@pytest.fixture(scope="session")
+def django_db_modify_db_settings(django_db_modify_db_settings_parallel_suffix):
+    test_settings = settings.DATABASES["default"].setdefault("TEST", {})
+    test_settings["NAME"] = f"test_{settings.DATABASES['default']['NAME']}_{RUN_ID}"
+
+
+def _delete_run_keys() -> None:
+    client = redis_client()
+    keys = list(client.scan_iter(match=f"{settings.REDIS_KEY_PREFIX}:*", count=1000))
+    if keys:
+        client.delete(*keys)
 
 
 @pytest.fixture(autouse=True)
 def _clean_redis():
     """Each test starts with empty rate-limit buckets and cache."""
-    redis_client().flushdb()
+    _delete_run_keys()
     yield
-    cache.clear()
+    _delete_run_keys()
 
 
 @pytest.fixture(autouse=True)
@@ -35,6 +93,7 @@ def _isolated_settings(settings):
     settings.PASSWORD_HASHERS = ["django.contrib.auth.hashers.MD5PasswordHasher"]
     settings.TALLY = copy.deepcopy(settings.TALLY)
     settings.TALLY["API_AUDIENCE"] = AUDIENCE
+    settings.TALLY["PARAMETER_KEYS"] = [TEST_PARAMETER_KEY]
     yield
 
 

@@ -83,12 +83,16 @@ def group_limits(group: str) -> dict[str, float]:
         raise LookupError(f"No rate limit is configured for the group {group!r}.") from None
 
 
+def bucket_key(group: str, identity: str) -> str:
+    return f"{settings.REDIS_KEY_PREFIX}:ratelimit:{group}:{identity}"
+
+
 def rate_limit_take(*, group: str, identity: str) -> RateLimitResult:
     """Take one token from the (group, identity) bucket."""
     limits = group_limits(group)
     rate, burst = float(limits["rate"]), float(limits["burst"])
     allowed, tokens, wait, reset = _script()(
-        keys=[f"tally:ratelimit:{group}:{identity}"], args=[repr(rate), repr(burst)]
+        keys=[bucket_key(group, identity)], args=[repr(rate), repr(burst)]
     )
     return RateLimitResult(
         allowed=bool(int(allowed)),

@@ -69,6 +69,11 @@ class TallySerializerMixin:
             wire_name = camel_case(name)
             if wire_name != name and field.source is None:
                 field.source = name
+            # DRF calls `validate_<field name>`, and the field is now named in camelCase:
+            # point that name at the snake_case method the serializer defines.
+            field_validator = getattr(self, f"validate_{name}", None)
+            if wire_name != name and field_validator is not None:
+                setattr(self, f"validate_{wire_name}", field_validator)
             renamed[wire_name] = field
         return renamed
 
