@@ -32,6 +32,8 @@ INSTALLED_APPS = [
     "django_celery_beat",
     "tenants",
     "parameters",
+    "collection",
+    "metering",
 ]
 
 MIDDLEWARE = [
@@ -177,8 +179,29 @@ TALLY = {
     "RATE_LIMITS": merge_rate_limits(env_json("TALLY_RATE_LIMITS")),
     # Request bodies above this answer 413 unless an endpoint sets its own limit.
     "DEFAULT_MAX_BODY_BYTES": env_int("TALLY_MAX_BODY_BYTES", 1024 * 1024),
+    # Seconds a web process may reuse a resolved access token (revocation and suspension
+    # take effect within this time); 0 turns the cache off.
+    "TOKEN_CACHE_SECONDS": env_int("TALLY_TOKEN_CACHE_SECONDS", 5),
     # Fernet keys for sensitive parameters; the first encrypts, all decrypt.
     "PARAMETER_KEYS": env_list("TALLY_PARAMETER_KEYS", []),
+    # Webhook notifications: request timeout, first retry delay (doubling each time, at
+    # most an hour) and the number of tries before a notification is marked failed.
+    "NOTIFICATION_TIMEOUT_SECONDS": env_int("TALLY_NOTIFICATION_TIMEOUT_SECONDS", 10),
+    "NOTIFICATION_RETRY_BASE_SECONDS": env_int("TALLY_NOTIFICATION_RETRY_BASE_SECONDS", 30),
+    "NOTIFICATION_MAX_ATTEMPTS": env_int("TALLY_NOTIFICATION_MAX_ATTEMPTS", 8),
+    # Workers that share a reset when more than one batch of meters is due at once.
+    "RESET_WORKERS": env_int("TALLY_RESET_WORKERS", 2),
+    # Online collection: how long one ingestion statement may run before the request
+    # answers 503 (and stores nothing); how long a claimed batch may stay IN_PROGRESS
+    # before another worker takes it over; records per processing batch; how long an
+    # Idempotency-Key counts as in flight, and how long its answer is kept.
+    "COLLECTION": {
+        "INGEST_STATEMENT_TIMEOUT_MS": env_int("TALLY_INGEST_TIMEOUT_MS", 15000),
+        "CLAIM_TIMEOUT_SECONDS": env_int("TALLY_CLAIM_TIMEOUT_SECONDS", 300),
+        "PROCESS_BATCH_SIZE": env_int("TALLY_PROCESS_BATCH_SIZE", 500),
+        "IDEMPOTENCY_IN_FLIGHT_SECONDS": 60,
+        "IDEMPOTENCY_KEY_HOURS": 24,
+    },
 }
 
 if TALLY["PARAMETER_KEYS"]:

@@ -8,6 +8,8 @@ urlpatterns = [
     path("api/docs/", SpectacularSwaggerView.as_view(url_name="schema"), name="api-docs"),
     path("", include("tenants.api.urls")),
     path("", include("parameters.api.urls")),
+    path("", include("collection.api.urls")),
+    path("", include("metering.api.urls")),
 ]
 
 handler400 = "config.api.errors.handler400"

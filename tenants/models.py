@@ -144,3 +144,52 @@ class PlatformApiKey(models.Model):
     @property
     def is_revoked(self) -> bool:
         return self.revoked_at is not None
+
+
+class UsageCounter(models.Model):
+    """An hourly count of one kind of platform usage for one operator.
+
+    `kind` says what is counted (`gateway_request`, `api_call`, `event`); `key` names the
+    thing it went through (for gateway requests the connector slug, `online-collection`)
+    and `connection` the operator's instance of it (for collectors, the collector id).
+    Writers never update these rows (a per-operator hot row would serialise every
+    request of that operator on its commit): `usage_counter_add` appends a
+    `UsageCounterDelta` in the caller's transaction, and `usage_counters_fold` moves
+    deltas in here. `selectors.usage_counts` adds both, so counts are always exact.
+    """
+
+    operator = models.ForeignKey(Operator, on_delete=models.CASCADE, related_name="usage_counters")
+    hour = models.DateTimeField()
+    kind = models.CharField(max_length=32)
+    key = models.CharField(max_length=100, blank=True, default="")
+    connection = models.CharField(max_length=100, blank=True, default="")
+    count = models.BigIntegerField(default=0)
+
+    class Meta:
+        constraints = [
+            models.UniqueConstraint(
+                fields=["operator", "hour", "kind", "key", "connection"],
+                name="usagecounter_unique_bucket",
+            ),
+        ]
+        indexes = [models.Index(fields=["hour", "kind"], name="usagecounter_hour_kind_idx")]
+
+    def __str__(self) -> str:
+        return f"{self.kind} {self.key} {self.hour:%Y-%m-%d %H}h: {self.count}"
+
+
+class UsageCounterDelta(models.Model):
+    """An addition to a `UsageCounter` bucket not folded in yet (append-only)."""
+
+    id = models.BigAutoField(primary_key=True)
+    operator = models.ForeignKey(
+        Operator, on_delete=models.CASCADE, db_constraint=False, related_name="+"
+    )
+    hour = models.DateTimeField()
+    kind = models.CharField(max_length=32)
+    key = models.CharField(max_length=100, blank=True, default="")
+    connection = models.CharField(max_length=100, blank=True, default="")
+    count = models.BigIntegerField()
+
+    def __str__(self) -> str:
+        return f"{self.kind} {self.key} +{self.count}"

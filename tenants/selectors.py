@@ -34,3 +34,23 @@ def platform_key_lookup(raw_key: str) -> PlatformApiKey | None:
     return PlatformApiKey.objects.filter(
         key_digest=platform_key_digest(raw_key), revoked_at__isnull=True
     ).first()
+
+
+def usage_counts(*, operator_id, kind: str, since=None, until=None) -> dict:
+    """The operator's counts of `kind` per (hour, key, connection): folded counters plus
+    deltas not folded yet, so the answer is exact at any moment."""
+    from django.db.models import Sum
+
+    from tenants.models import UsageCounter, UsageCounterDelta
+
+    totals: dict = {}
+    for model in (UsageCounter, UsageCounterDelta):
+        rows = model.objects.filter(operator_id=operator_id, kind=kind)
+        if since is not None:
+            rows = rows.filter(hour__gte=since)
+        if until is not None:
+            rows = rows.filter(hour__lt=until)
+        for row in rows.values("hour", "key", "connection").annotate(total=Sum("count")):
+            bucket = (row["hour"], row["key"], row["connection"])
+            totals[bucket] = totals.get(bucket, 0) + row["total"]
+    return totals

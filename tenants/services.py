@@ -5,16 +5,25 @@ from __future__ import annotations
 import hashlib
 import logging
 import secrets
+import time
 from collections.abc import Iterable
 from dataclasses import dataclass
-from datetime import timedelta
+from datetime import UTC, datetime, timedelta
 
 from django.core.cache import cache
+from django.db import connection as db_connection
 from django.db import transaction
 from django.utils import timezone
 from oauth2_provider.models import AccessToken, Application
 
-from tenants.models import ApplicationAccess, Operator, PlatformApiKey, PlatformSettings
+from tenants.models import (
+    ApplicationAccess,
+    Operator,
+    PlatformApiKey,
+    PlatformSettings,
+    UsageCounter,
+    UsageCounterDelta,
+)
 from tenants.scopes import ALL_SCOPES, normalize_scopes
 
 logger = logging.getLogger(__name__)
@@ -41,9 +50,19 @@ def operator_set_status(*, operator: Operator, status: str) -> Operator:
     return operator
 
 
+# Per process: when this process last passed an operator's activity on to Redis.
+_last_marked: dict = {}
+
+
 def operator_mark_active(*, operator_id) -> None:
-    """Record that the operator used the API, without a write per request."""
-    if not cache.add(f"operator-active:{operator_id}", 1, LAST_ACTIVE_RESOLUTION.total_seconds()):
+    """Record that the operator used the API, without a write per request: at most once a
+    minute per process reaches Redis, and once a minute overall reaches the database."""
+    seconds = LAST_ACTIVE_RESOLUTION.total_seconds()
+    moment = time.monotonic()
+    if moment - _last_marked.get(operator_id, -seconds) < seconds:
+        return
+    _last_marked[operator_id] = moment
+    if not cache.add(f"operator-active:{operator_id}", 1, seconds):
         return
     Operator.objects.filter(pk=operator_id).update(last_active_at=timezone.now())
 
@@ -165,3 +184,58 @@ def platform_settings_update(
         row.webhook_url = webhook_url
         row.save()
     return row
+
+
+# Usage counters (API-call and gateway accounting)
+
+GATEWAY_REQUEST = "gateway_request"
+
+
+def usage_counter_add(
+    *,
+    operator_id,
+    kind: str,
+    key: str = "",
+    connection: str = "",
+    count: int = 1,
+    at: datetime | None = None,
+) -> None:
+    """Add `count` to the operator's counter for the hour of `at` (default: now).
+
+    Appends one delta row, in the caller's transaction when there is one: no row is
+    updated, so concurrent requests never wait for each other.
+    """
+    hour = (at or timezone.now()).astimezone(UTC).replace(minute=0, second=0, microsecond=0)
+    UsageCounterDelta.objects.create(
+        operator_id=operator_id, hour=hour, kind=kind, key=key, connection=connection, count=count
+    )
+
+
+def usage_counters_fold() -> int:
+    """Move counter deltas into their hourly buckets; returns how many were folded.
+
+    DELETE … RETURNING takes each delta exactly once, even with two folds at a time, and
+    the upsert adds to the bucket in one statement.
+    """
+    counters = UsageCounter._meta.db_table
+    deltas = UsageCounterDelta._meta.db_table
+    with transaction.atomic(), db_connection.cursor() as cursor:
+        cursor.execute(
+            f"""
+            WITH moved AS (
+                DELETE FROM {deltas} RETURNING operator_id, hour, kind, key, connection, count
+            ), summed AS (
+                SELECT operator_id, hour, kind, key, connection, sum(count) AS count,
+                    count(*) AS deltas
+                FROM moved GROUP BY operator_id, hour, kind, key, connection
+            ), upserted AS (
+                INSERT INTO {counters} (operator_id, hour, kind, key, connection, count)
+                SELECT operator_id, hour, kind, key, connection, count FROM summed
+                ORDER BY operator_id, hour, kind, key, connection
+                ON CONFLICT (operator_id, hour, kind, key, connection)
+                DO UPDATE SET count = {counters}.count + EXCLUDED.count
+            )
+            SELECT coalesce(sum(deltas), 0) FROM summed
+            """  # noqa: S608 - the table names are the models' own
+        )
+        return int(cursor.fetchone()[0])

@@ -8,3 +8,11 @@ from oauth2_provider.models import clear_expired
 def clear_expired_tokens() -> None:
     """Delete access tokens past their expiry, so the token table stays small."""
     clear_expired()
+
+
+@shared_task(acks_late=True, reject_on_worker_lost=True, ignore_result=True)
+def usage_counters_fold() -> int:
+    """Fold API-call and gateway counter deltas into their hourly counters."""
+    from tenants.services import usage_counters_fold as fold
+
+    return fold()

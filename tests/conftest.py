@@ -94,6 +94,13 @@ def _isolated_settings(settings):
     settings.TALLY = copy.deepcopy(settings.TALLY)
     settings.TALLY["API_AUDIENCE"] = AUDIENCE
     settings.TALLY["PARAMETER_KEYS"] = [TEST_PARAMETER_KEY]
+    # Tests revoke and suspend and expect it at once; the cache has its own tests.
+    settings.TALLY["TOKEN_CACHE_SECONDS"] = 0
+    from config.api import authentication
+    from tenants import services
+
+    services._last_marked.clear()
+    authentication._resolved_tokens._entries.clear()
     yield
 
 

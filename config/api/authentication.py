@@ -6,8 +6,13 @@ so is an operator token on the platform API.
 
 from __future__ import annotations
 
+import threading
+import time
 from dataclasses import dataclass
 
+from django.conf import settings
+from django.utils import timezone
+from oauth2_provider.models import AccessToken
 from rest_framework import authentication, exceptions
 
 from tenants.models import ApplicationAccess, Operator, PlatformApiKey
@@ -59,6 +64,40 @@ def bearer_credentials(request) -> str | None:
     return credentials
 
 
+class _ResolvedTokens:
+    """Resolved tokens, kept per process for TALLY["TOKEN_CACHE_SECONDS"].
+
+    The lookup joins three tables and runs on every request; a few seconds of caching
+    removes it from the hot path. The price: a revoked token, a narrowed application or
+    a suspended operator takes effect within that many seconds, not instantly.
+    """
+
+    MAX_ENTRIES = 10_000
+
+    def __init__(self) -> None:
+        self._entries: dict[str, tuple[float, ApiClient, AccessToken]] = {}
+        self._lock = threading.Lock()
+
+    def get(self, raw_token: str) -> tuple[ApiClient, AccessToken] | None:
+        entry = self._entries.get(raw_token)
+        if entry is None:
+            return None
+        valid_until, client, token = entry
+        if time.monotonic() >= valid_until or token.expires <= timezone.now():
+            self._entries.pop(raw_token, None)
+            return None
+        return client, token
+
+    def put(self, raw_token: str, client: ApiClient, token: AccessToken, seconds: float) -> None:
+        with self._lock:
+            if len(self._entries) >= self.MAX_ENTRIES:
+                self._entries.clear()
+            self._entries[raw_token] = (time.monotonic() + seconds, client, token)
+
+
+_resolved_tokens = _ResolvedTokens()
+
+
 class OperatorTokenAuthentication(authentication.BaseAuthentication):
     keyword = "Bearer"
 
@@ -70,11 +109,22 @@ class OperatorTokenAuthentication(authentication.BaseAuthentication):
             raise exceptions.AuthenticationFailed(
                 "Platform API keys are not accepted here; use an operator access token."
             )
+        cached = _resolved_tokens.get(raw_token)
+        if cached is not None:
+            client, token = cached
+        else:
+            client, token = self._resolve(raw_token)
+            seconds = settings.TALLY["TOKEN_CACHE_SECONDS"]
+            if seconds > 0:
+                _resolved_tokens.put(raw_token, client, token, seconds)
+        operator_mark_active(operator_id=client.operator.pk)
+        return client, token
+
+    def _resolve(self, raw_token: str) -> tuple[ApiClient, AccessToken]:
         token = access_token_lookup(raw_token)
         access = getattr(token.application, "access", None) if token is not None else None
         if token is None or access is None:
             raise exceptions.AuthenticationFailed("The access token is invalid or has expired.")
-        operator_mark_active(operator_id=access.operator_id)
         client = ApiClient(
             operator=access.operator,
             access=access,

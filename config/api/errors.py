@@ -68,7 +68,12 @@ def flatten_validation_errors(detail: Any, prefix: str = "") -> list[dict[str, A
     if isinstance(detail, dict):
         items: list[dict[str, Any]] = []
         for key, value in detail.items():
-            field = prefix if key == NON_FIELD else f"{prefix}.{key}" if prefix else str(key)
+            if key == NON_FIELD:
+                field = prefix
+            elif isinstance(key, int):  # DRF keys list-item errors by index
+                field = f"{prefix}[{key}]"
+            else:
+                field = f"{prefix}.{key}" if prefix else str(key)
             items.extend(flatten_validation_errors(value, field))
         return items
     if isinstance(detail, list):

@@ -71,6 +71,8 @@ class TallySerializerMixin:
                 field.source = name
             # DRF calls `validate_<field name>`, and the field is now named in camelCase:
             # point that name at the snake_case method the serializer defines.
+            if isinstance(field, serializers.SerializerMethodField) and not field.method_name:
+                field.method_name = f"get_{name}"
             field_validator = getattr(self, f"validate_{name}", None)
             if wire_name != name and field_validator is not None:
                 setattr(self, f"validate_{wire_name}", field_validator)

@@ -5,11 +5,12 @@ from __future__ import annotations
 from django.http import Http404
 from django_filters.rest_framework import DjangoFilterBackend
 from drf_spectacular.utils import OpenApiParameter, extend_schema
-from rest_framework import exceptions, status
+from rest_framework import status
 from rest_framework.generics import GenericAPIView
 from rest_framework.request import Request
 from rest_framework.response import Response
 
+from config.api.exceptions import Conflict
 from config.api.filters import SortFilterBackend
 from parameters.api.serializers import (
     ParameterCreateSerializer,
@@ -27,11 +28,6 @@ from parameters.services import (
     parameter_update,
     parameters_delete,
 )
-
-
-class Conflict(exceptions.APIException):
-    status_code = status.HTTP_409_CONFLICT
-    default_detail = "The request conflicts with the current state."
 
 
 class OperatorParametersMixin:

@@ -290,3 +290,43 @@ def test_rate_limited_request_is_429_in_the_shared_shape(acme, api_client, setti
     assert int(response["Retry-After"]) >= 1
     assert response["RateLimit-Limit"] == "2"
     assert response["RateLimit-Remaining"] == "0"
+
+
+# The per-process token cache
+
+
+def test_cached_token_skips_the_lookup(acme, api_client, settings, django_assert_max_num_queries):
+    settings.TALLY["TOKEN_CACHE_SECONDS"] = 60
+    client = api_client(acme.token)
+    assert client.get("/test/applications").status_code == 200
+    # Warm: no token query any more, only the view's own (count and page).
+    with django_assert_max_num_queries(2):
+        assert client.get("/test/applications").status_code == 200
+
+
+def test_revocation_applies_once_the_cache_expires(acme, api_client, settings):
+    from config.api import authentication
+
+    settings.TALLY["TOKEN_CACHE_SECONDS"] = 60
+    client = api_client(acme.token)
+    assert client.get("/test/applications").status_code == 200
+    AccessToken.objects.all().delete()
+    assert client.get("/test/applications").status_code == 200  # within the cache window
+    # Age the entry past its window, as time would.
+    entries = authentication._resolved_tokens._entries
+    entries[acme.token] = (0.0, *entries[acme.token][1:])
+    assert_error_body(client.get("/test/applications"), 401)
+
+
+def test_expired_token_is_refused_even_when_cached(acme, api_client, settings):
+    settings.TALLY["TOKEN_CACHE_SECONDS"] = 60
+    client = api_client(acme.token)
+    assert client.get("/test/applications").status_code == 200
+    from config.api import authentication
+
+    # Time passes the token's expiry: for the cached copy and the stored row alike.
+    past = timezone.now() - timedelta(seconds=1)
+    _, _client, token = authentication._resolved_tokens._entries[acme.token]
+    token.expires = past
+    AccessToken.objects.update(expires=past)
+    assert_error_body(client.get("/test/applications"), 401)

@@ -164,7 +164,8 @@ def test_create_platform_key_refuses_a_blank_name():
 def test_load_demo_creates_an_operator_application_and_staff_login():
     printed = run("load_demo")
 
-    assert set(printed) == {"operator", "application", "staff"}
+    assert set(printed) == {"operator", "application", "staff", "demo"}
+    assert printed["demo"]["metering"]["meterTypes"] == ["API calls", "Storage"]
     operator = Operator.objects.get(pk=printed["operator"]["id"])
     assert printed["operator"]["name"] == operator.name
     token = issue_token(

@@ -1,6 +1,8 @@
 import secrets
+from importlib import import_module
 
 import simplejson
+from django.apps import apps
 from django.contrib.auth import get_user_model
 from django.core.management.base import BaseCommand
 from django.db import transaction
@@ -38,10 +40,12 @@ class Command(BaseCommand):
         OperatorMembership.objects.get_or_create(
             operator=operator, user=staff, defaults={"role": OperatorMembership.Role.ADMIN}
         )
+        demo = _load_app_demos(operator)
         self.stdout.write(
             simplejson.dumps(
                 {
                     "operator": {"id": str(operator.id), "name": operator.name},
+                    "demo": demo,
                     "application": {
                         "clientId": issued.client_id,
                         "clientSecret": issued.client_secret,
@@ -50,3 +54,21 @@ class Command(BaseCommand):
                 }
             )
         )
+
+
+def _load_app_demos(operator: Operator) -> dict:
+    """Let each installed app that has a `demo` module add its part of the demo.
+
+    Discovered rather than imported, so tenants stays free of the apps built on it.
+    """
+    loaded = {}
+    for config in apps.get_app_configs():
+        module_name = f"{config.name}.demo"
+        try:
+            module = import_module(module_name)
+        except ModuleNotFoundError as exc:
+            if exc.name == module_name:
+                continue
+            raise
+        loaded[config.label] = module.load_demo(operator=operator)
+    return loaded

@@ -1,0 +1,239 @@
+from __future__ import annotations
+
+from django.contrib import admin
+from django.db.models import Count
+
+from metering.models import (
+    Alert,
+    Customer,
+    DeliveryAttempt,
+    Meter,
+    MeterPeriod,
+    MeterType,
+    Notification,
+    WebhookEndpoint,
+)
+
+
+@admin.register(Customer)
+class CustomerAdmin(admin.ModelAdmin):
+    list_display = ["external_id", "name", "email", "operator", "meter_count", "created_at"]
+    list_filter = ["operator"]
+    list_select_related = ["operator"]
+    search_fields = ["external_id", "name", "email"]
+    readonly_fields = ["created_at"]
+
+    def get_queryset(self, request):
+        return super().get_queryset(request).annotate(_meter_count=Count("meters"))
+
+    @admin.display(description="meters", ordering="_meter_count")
+    def meter_count(self, obj: Customer) -> int:
+        return obj._meter_count
+
+
+@admin.register(MeterType)
+class MeterTypeAdmin(admin.ModelAdmin):
+    list_display = [
+        "name",
+        "operator",
+        "aggregation",
+        "unit",
+        "category",
+        "reset_cron",
+        "timezone",
+        "meter_count",
+        "updated_at",
+    ]
+    list_filter = ["aggregation", "operator"]
+    list_select_related = ["operator"]
+    search_fields = ["name", "external_ref", "category"]
+    readonly_fields = ["aggregation", "created_at", "updated_at"]
+
+    def get_readonly_fields(self, request, obj=None):
+        # The aggregation is fixed once meters count with it.
+        return self.readonly_fields if obj is not None else ["created_at", "updated_at"]
+
+    def get_queryset(self, request):
+        return super().get_queryset(request).annotate(_meter_count=Count("meters"))
+
+    @admin.display(description="meters", ordering="_meter_count")
+    def meter_count(self, obj: MeterType) -> int:
+        return obj._meter_count
+
+
+class PeriodInline(admin.TabularInline):
+    model = MeterPeriod
+    extra = 0
+    can_delete = False
+    fields = ["period_start", "period_end", "value", "record_count", "closed_at", "corrected_at"]
+    readonly_fields = fields
+    ordering = ["-period_start"]
+    show_change_link = True
+
+    def has_add_permission(self, request, obj=None) -> bool:
+        return False
+
+
+@admin.register(Meter)
+class MeterAdmin(admin.ModelAdmin):
+    list_display = [
+        "user_id",
+        "meter_key",
+        "meter_type",
+        "operator",
+        "value",
+        "capacity_shown",
+        "usage_percent",
+        "period_start",
+        "period_end",
+    ]
+    list_filter = ["meter_type__aggregation", "operator", "delete_on_reset"]
+    list_select_related = ["meter_type", "operator"]
+    search_fields = ["user_id", "meter_key", "id"]
+    readonly_fields = [
+        "operator",
+        "meter_type",
+        "customer",
+        "meter_key",
+        "user_id",
+        "value",
+        "group_breakdowns",
+        "carry_first",
+        "carry_last",
+        "record_count",
+        "first_event_at",
+        "last_event_at",
+        "period_start",
+        "period_end",
+        "created_at",
+        "updated_at",
+    ]
+    fields = [
+        *readonly_fields[:5],
+        "capacity",
+        "thresholds",
+        "custom_fields",
+        "delete_on_reset",
+        *readonly_fields[5:],
+    ]
+    inlines = [PeriodInline]
+
+    def has_add_permission(self, request) -> bool:
+        return False  # meters are created through the API or by usage
+
+    @admin.display(description="capacity")
+    def capacity_shown(self, obj: Meter):
+        return obj.effective_capacity
+
+    @admin.display(description="used")
+    def usage_percent(self, obj: Meter) -> str:
+        capacity = obj.effective_capacity
+        if not capacity:
+            return "-"
+        return f"{obj.value / capacity * 100:.1f} %"
+
+
+@admin.register(MeterPeriod)
+class MeterPeriodAdmin(admin.ModelAdmin):
+    list_display = [
+        "user_id",
+        "meter_key",
+        "meter_type",
+        "period_start",
+        "period_end",
+        "value",
+        "record_count",
+        "corrected_at",
+    ]
+    list_filter = ["operator", "meter_type"]
+    list_select_related = ["meter_type"]
+    search_fields = ["user_id", "meter_key"]
+    date_hierarchy = "period_start"
+
+    def has_add_permission(self, request) -> bool:
+        return False
+
+    def has_change_permission(self, request, obj=None) -> bool:
+        return False
+
+
+@admin.register(Alert)
+class AlertAdmin(admin.ModelAdmin):
+    list_display = [
+        "crossed_at",
+        "meter",
+        "threshold_key",
+        "threshold_value",
+        "meter_value",
+        "period_start",
+    ]
+    list_filter = ["operator"]
+    list_select_related = ["meter"]
+    search_fields = ["meter__user_id", "meter__meter_key", "threshold_key"]
+
+    def has_add_permission(self, request) -> bool:
+        return False
+
+    def has_change_permission(self, request, obj=None) -> bool:
+        return False
+
+
+class DeliveryAttemptInline(admin.TabularInline):
+    model = DeliveryAttempt
+    extra = 0
+    can_delete = False
+    fields = ["attempted_at", "succeeded", "response_status", "duration_ms", "error"]
+    readonly_fields = fields
+
+    def has_add_permission(self, request, obj=None) -> bool:
+        return False
+
+
+@admin.register(Notification)
+class NotificationAdmin(admin.ModelAdmin):
+    list_display = ["created_at", "kind", "operator", "status", "attempts", "next_attempt_at"]
+    list_filter = ["status", "kind", "operator"]
+    list_select_related = ["operator"]
+    readonly_fields = [
+        "operator",
+        "kind",
+        "payload",
+        "status",
+        "attempts",
+        "next_attempt_at",
+        "created_at",
+        "delivered_at",
+    ]
+    inlines = [DeliveryAttemptInline]
+    actions = ["resend"]
+
+    def has_add_permission(self, request) -> bool:
+        return False
+
+    @admin.action(description="Resend selected notifications")
+    def resend(self, request, queryset) -> None:
+        from metering.notifications import notification_resend
+
+        for notification in queryset:
+            notification_resend(notification=notification)
+        self.message_user(request, f"Queued {queryset.count()} notification(s) again.")
+
+
+@admin.register(WebhookEndpoint)
+class WebhookEndpointAdmin(admin.ModelAdmin):
+    list_display = ["operator", "url", "enabled", "created_at"]
+    list_filter = ["enabled"]
+    list_select_related = ["operator"]
+    search_fields = ["operator__name", "url"]
+    fields = ["operator", "url", "enabled", "signing_secret", "created_at"]
+    readonly_fields = ["signing_secret", "created_at"]
+
+    def get_readonly_fields(self, request, obj=None):
+        return [*self.readonly_fields, "operator"] if obj is not None else self.readonly_fields
+
+    def save_model(self, request, obj: WebhookEndpoint, form, change) -> None:
+        from metering.notifications import webhook_endpoint_set
+
+        saved = webhook_endpoint_set(operator=obj.operator, url=obj.url, enabled=obj.enabled)
+        obj.signing_secret = saved.signing_secret
+        obj._state.adding = False

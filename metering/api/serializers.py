@@ -1,0 +1,334 @@
+from __future__ import annotations
+
+import re
+from datetime import timedelta
+from decimal import Decimal
+
+from django.utils import timezone
+from rest_framework import serializers
+
+from config.api.renderers import normalize_decimal
+from config.api.serializers import (
+    DateTimeField,
+    NumberField,
+    StrictCharField,
+    TallyModelSerializer,
+    TallySerializer,
+)
+from metering.models import Meter, MeterPeriod, MeterType
+from metering.schedule import cron_problem, timezone_problem
+
+NAME_PATTERN = re.compile(r"^[\w\s().-]+$")
+MAX_THRESHOLDS = 5
+# Clients compute "now" on their own clocks; a time this close to ours is not "past".
+CLOCK_SKEW = timedelta(seconds=60)
+
+
+def _exact(value) -> Decimal:
+    return normalize_decimal(Decimal(str(value)))
+
+
+class ThresholdSerializer(TallySerializer):
+    """`{"value": n}` (absolute) or `{"capacityPercentage": p}` (of the capacity)."""
+
+    value = NumberField(required=False, min_value=0)
+    capacity_percentage = NumberField(required=False, min_value=0)
+
+    def validate(self, attrs):
+        if len(attrs) != 1:
+            raise serializers.ValidationError(
+                "A threshold has exactly one of value and capacityPercentage."
+            )
+        if attrs.get("capacity_percentage") == 0:
+            raise serializers.ValidationError({"capacityPercentage": "Must be above zero."})
+        return attrs
+
+
+def thresholds_to_storage(items: list[dict]) -> list[dict]:
+    # Decimals are kept as strings inside JSON so that no float ever touches them.
+    stored = []
+    for item in items:
+        if "value" in item:
+            stored.append({"value": str(_exact(item["value"]))})
+        else:
+            stored.append({"capacityPercentage": str(_exact(item["capacity_percentage"]))})
+    return stored
+
+
+def thresholds_to_wire(items: list[dict] | None) -> list[dict]:
+    return [{key: _exact(number) for key, number in item.items()} for item in items or []]
+
+
+class ThresholdListField(serializers.ListField):
+    def __init__(self, **kwargs):
+        super().__init__(child=ThresholdSerializer(), max_length=MAX_THRESHOLDS, **kwargs)
+
+    def to_internal_value(self, data):
+        return thresholds_to_storage(super().to_internal_value(data))
+
+    def to_representation(self, value):
+        return thresholds_to_wire(value)
+
+
+class AggregationSerializer(TallySerializer):
+    type = serializers.ChoiceField(choices=MeterType.Aggregation.values)
+
+
+class ResetScheduleSerializer(TallySerializer):
+    cron = StrictCharField(max_length=120)
+
+    def validate_cron(self, value: str) -> str:
+        problem = cron_problem(value)
+        if problem:
+            raise serializers.ValidationError(problem)
+        return " ".join(value.split())
+
+
+def _name_problem(value: str) -> str | None:
+    if not NAME_PATTERN.match(value):
+        return "May contain only letters, digits, spaces and - _ . ( )."
+    return None
+
+
+class MeterTypeSerializer(TallyModelSerializer):
+    """Meter types as the API reads and writes them."""
+
+    account_id = serializers.UUIDField(source="operator_id", read_only=True)
+    name = StrictCharField(max_length=80)
+    external_ref = StrictCharField(max_length=100, required=False, allow_null=True)
+    category = StrictCharField(max_length=50, required=False, allow_null=True)
+    description = StrictCharField(max_length=200, required=False, allow_blank=True)
+    unit = StrictCharField(max_length=50)
+    capacity = NumberField(required=False, allow_null=True, min_value=0)
+    timezone = StrictCharField(max_length=64)
+    # Nested on the wire, flat columns here: written through source="*", read back in
+    # to_representation.
+    aggregation = AggregationSerializer(source="*", write_only=True)
+    reset_schedule = ResetScheduleSerializer(source="*", write_only=True)
+    thresholds = ThresholdListField(required=False)
+    active_from = DateTimeField(required=False, allow_null=True)
+    active_to = DateTimeField(required=False, allow_null=True)
+    number_of_meters = serializers.IntegerField(read_only=True)
+
+    class Meta:
+        model = MeterType
+        fields = [
+            "id",
+            "account_id",
+            "name",
+            "external_ref",
+            "category",
+            "description",
+            "unit",
+            "aggregation",
+            "capacity",
+            "timezone",
+            "reset_schedule",
+            "thresholds",
+            "active_from",
+            "active_to",
+            "number_of_meters",
+            "created_at",
+            "updated_at",
+        ]
+        read_only_fields = ["id", "created_at", "updated_at"]
+        immutable_fields = ["aggregation"]
+
+    def validate_name(self, value: str) -> str:
+        problem = _name_problem(value)
+        if problem:
+            raise serializers.ValidationError(problem)
+        return value
+
+    def validate_timezone(self, value: str) -> str:
+        problem = timezone_problem(value)
+        if problem:
+            raise serializers.ValidationError(problem)
+        return value
+
+    def validate_category(self, value: str | None) -> str:
+        return value or MeterType.DEFAULT_CATEGORY
+
+    def validate_external_ref(self, value: str | None) -> str | None:
+        return value or None
+
+    def validate(self, attrs):
+        now = timezone.now()
+        errors = {}
+        for field in ("active_from", "active_to"):
+            value = attrs.get(field)
+            if value is not None and value < now - CLOCK_SKEW:
+                errors[_wire(field)] = "Must not be in the past."
+        start = attrs.get("active_from", getattr(self.instance, "active_from", None))
+        end = attrs.get("active_to", getattr(self.instance, "active_to", None))
+        if start is not None and end is not None and end <= start:
+            errors["activeTo"] = "Must be after activeFrom."
+        if errors:
+            raise serializers.ValidationError(errors)
+        return attrs
+
+    def to_representation(self, instance):
+        data = super().to_representation(instance)
+        data["aggregation"] = {"type": instance.aggregation}
+        data["resetSchedule"] = {"cron": instance.reset_cron}
+        if data.get("numberOfMeters") is None:
+            data["numberOfMeters"] = instance.meters.count()
+        return data
+
+    def to_internal_value(self, data):
+        attrs = super().to_internal_value(data)
+        # Nested `{"type"}` / `{"cron"}` land flat on the model's columns.
+        if "type" in attrs:
+            attrs["aggregation"] = attrs.pop("type")
+        if "cron" in attrs:
+            attrs["reset_cron"] = attrs.pop("cron")
+        return attrs
+
+
+def _wire(field: str) -> str:
+    head, *rest = field.split("_")
+    return head + "".join(part.capitalize() for part in rest)
+
+
+class MeterSerializer(TallyModelSerializer):
+    """A meter with its current period's state. Capacity and thresholds are the ones in
+    force: the meter's own, else its type's."""
+
+    meter_type_id = serializers.UUIDField(read_only=True)
+    meter_type_name = serializers.CharField(source="meter_type.name", read_only=True)
+    timezone = serializers.CharField(source="meter_type.timezone", read_only=True)
+    unit = serializers.CharField(source="meter_type.unit", read_only=True)
+    capacity = serializers.SerializerMethodField()
+    thresholds = serializers.SerializerMethodField()
+    value = NumberField(read_only=True)
+    groups = serializers.SerializerMethodField()
+    group_breakdowns = serializers.SerializerMethodField()
+    meter_meta_data = serializers.SerializerMethodField()
+
+    class Meta:
+        model = Meter
+        fields = [
+            "id",
+            "meter_type_id",
+            "meter_type_name",
+            "meter_key",
+            "user_id",
+            "custom_fields",
+            "value",
+            "capacity",
+            "thresholds",
+            "unit",
+            "timezone",
+            "period_start",
+            "period_end",
+            "groups",
+            "group_breakdowns",
+            "carry_first",
+            "carry_last",
+            "meter_meta_data",
+            "delete_on_reset",
+            "created_at",
+            "updated_at",
+        ]
+        read_only_fields = fields
+
+    def get_capacity(self, meter: Meter) -> Decimal | None:
+        capacity = meter.effective_capacity
+        return None if capacity is None else _exact(capacity)
+
+    def get_thresholds(self, meter: Meter) -> list[dict]:
+        return thresholds_to_wire(meter.effective_thresholds)
+
+    def get_groups(self, meter: Meter) -> list[str]:
+        return sorted(meter.group_breakdowns)
+
+    def get_group_breakdowns(self, meter: Meter) -> list[dict]:
+        return [
+            {"group": group, "value": _exact(value)}
+            for group, value in sorted(meter.group_breakdowns.items())
+        ]
+
+    def get_meter_meta_data(self, meter: Meter) -> dict:
+        return {
+            "recordCount": meter.record_count,
+            "firstEventAt": _timestamp(meter.first_event_at),
+            "lastEventAt": _timestamp(meter.last_event_at),
+        }
+
+
+def _timestamp(value):
+    return DateTimeField().to_representation(value)
+
+
+class MeterCreateSerializer(TallySerializer):
+    meter_type_id = serializers.UUIDField(required=False)
+    meter_type_external_ref = StrictCharField(required=False, max_length=100)
+    meter_key = StrictCharField(max_length=36)
+    user_id = StrictCharField(max_length=320)
+    custom_fields = serializers.DictField(required=False)
+
+    def validate(self, attrs):
+        given = [key for key in ("meter_type_id", "meter_type_external_ref") if key in attrs]
+        if len(given) != 1:
+            raise serializers.ValidationError(
+                "Send exactly one of meterTypeId and meterTypeExternalRef."
+            )
+        return attrs
+
+
+class MeterUpdateSerializer(TallySerializer):
+    capacity = NumberField(required=False, allow_null=True, min_value=0)
+    custom_fields = serializers.DictField(required=False)
+    delete_on_reset = serializers.BooleanField(required=False)
+    thresholds = ThresholdListField(required=False, allow_null=True)
+
+    class Meta:
+        immutable_fields = ["meterKey", "userId", "meterTypeId", "meterTypeExternalRef"]
+
+    def to_internal_value(self, data):
+        if isinstance(data, dict):
+            fixed = {
+                key: ["This field cannot be changed after creation."]
+                for key in self.Meta.immutable_fields
+                if key in data
+            }
+            if fixed:
+                raise serializers.ValidationError(fixed)
+        return super().to_internal_value(data)
+
+    def validate(self, attrs):
+        if not attrs:
+            raise serializers.ValidationError("Send at least one field to change.")
+        return attrs
+
+    def validate_delete_on_reset(self, value):
+        if not isinstance(self.initial_data.get("deleteOnReset"), bool):
+            raise serializers.ValidationError("Must be true or false.")
+        return value
+
+
+class MeterPeriodSerializer(TallyModelSerializer):
+    value = NumberField(read_only=True)
+    group_breakdowns = serializers.SerializerMethodField()
+
+    class Meta:
+        model = MeterPeriod
+        fields = [
+            "id",
+            "period_start",
+            "period_end",
+            "value",
+            "group_breakdowns",
+            "carry_first",
+            "carry_last",
+            "record_count",
+            "closed_at",
+            "corrected_at",
+        ]
+        read_only_fields = fields
+
+    def get_group_breakdowns(self, period: MeterPeriod) -> list[dict]:
+        return [
+            {"group": group, "value": _exact(value)}
+            for group, value in sorted(period.group_breakdowns.items())
+        ]

@@ -1,0 +1,185 @@
+"""Meter types and meters: /usage-metering/v1/meter-types and /usage-metering/v1/meters."""
+
+from __future__ import annotations
+
+from django.db.models import Count
+from django.http import Http404
+from django_filters.rest_framework import DjangoFilterBackend
+from drf_spectacular.utils import extend_schema, inline_serializer
+from rest_framework import serializers, viewsets
+from rest_framework.decorators import action
+from rest_framework.request import Request
+from rest_framework.response import Response
+
+from config.api.exceptions import Conflict
+from config.api.filters import SortFilterBackend
+from metering import services
+from metering.api.serializers import (
+    MeterCreateSerializer,
+    MeterPeriodSerializer,
+    MeterSerializer,
+    MeterTypeSerializer,
+    MeterUpdateSerializer,
+)
+from metering.filtersets import MeterFilterSet, MeterTypeFilterSet
+from metering.models import Meter, MeterPeriod, MeterType
+
+# A malformed id is simply a path that does not exist (404), never a database error.
+UUID_PATTERN = "[0-9a-fA-F]{8}-?[0-9a-fA-F]{4}-?[0-9a-fA-F]{4}-?[0-9a-fA-F]{4}-?[0-9a-fA-F]{12}"
+
+DELETED = inline_serializer("Deleted", {"deletedCount": serializers.IntegerField()})
+
+
+class MeterTypeViewSet(viewsets.GenericViewSet):
+    """Meter types: what is measured, how it aggregates and when it resets."""
+
+    serializer_class = MeterTypeSerializer
+    lookup_value_regex = UUID_PATTERN
+    filterset_class = MeterTypeFilterSet
+    filter_backends = [DjangoFilterBackend, SortFilterBackend]
+    sort_fields = {
+        "name": "name",
+        "category": "category",
+        "unit": "unit",
+        "createdAt": "created_at",
+        "updatedAt": "updated_at",
+    }
+    default_sort = "createdAt"
+    list_key = "meterTypes"
+    rate_limit_group = "meter-types"
+    required_scopes = {
+        "list": "usage-metering:read:meter_types",
+        "retrieve": "usage-metering:read:meter_types",
+        "create": "usage-metering:create:meter_types",
+        "partial_update": "usage-metering:update:meter_types",
+        "destroy": "usage-metering:delete:meter_types",
+    }
+
+    def get_queryset(self):
+        return MeterType.objects.filter(operator=self.request.user.operator).annotate(
+            number_of_meters=Count("meters")
+        )
+
+    def list(self, request: Request) -> Response:
+        page = self.paginate_queryset(self.filter_queryset(self.get_queryset()))
+        return self.get_paginated_response(self.get_serializer(page, many=True).data)
+
+    def retrieve(self, request: Request, pk: str) -> Response:
+        return Response(self.get_serializer(self.get_object()).data)
+
+    def create(self, request: Request) -> Response:
+        serializer = self.get_serializer(data=request.data)
+        serializer.is_valid(raise_exception=True)
+        try:
+            meter_type = services.meter_type_create(
+                operator=request.user.operator, **serializer.validated_data
+            )
+        except services.MeteringConflict as exc:
+            raise Conflict(str(exc)) from None
+        return Response(self.get_serializer(self._reload(meter_type)).data, status=201)
+
+    def partial_update(self, request: Request, pk: str) -> Response:
+        meter_type = self.get_object()
+        serializer = self.get_serializer(meter_type, data=request.data, partial=True)
+        serializer.is_valid(raise_exception=True)
+        try:
+            services.meter_type_update(meter_type=meter_type, **serializer.validated_data)
+        except services.MeteringConflict as exc:
+            raise Conflict(str(exc)) from None
+        return Response(self.get_serializer(self._reload(meter_type)).data)
+
+    @extend_schema(responses={200: DELETED})
+    def destroy(self, request: Request, pk: str) -> Response:
+        try:
+            services.meter_type_delete(meter_type=self.get_object())
+        except services.MeteringConflict as exc:
+            raise Conflict(str(exc)) from None
+        return Response({"deletedCount": 1})
+
+    def _reload(self, meter_type: MeterType) -> MeterType:
+        return self.get_queryset().get(pk=meter_type.pk)
+
+
+class MeterViewSet(viewsets.GenericViewSet):
+    """Meters: one customer's counter for one meter type and meter key."""
+
+    serializer_class = MeterSerializer
+    lookup_value_regex = UUID_PATTERN
+    filterset_class = MeterFilterSet
+    filter_backends = [DjangoFilterBackend, SortFilterBackend]
+    sort_fields = {"createdAt": "created_at", "updatedAt": "updated_at", "value": "value"}
+    default_sort = "createdAt"
+    list_key = "meters"
+    rate_limit_group = "meters"
+    required_scopes = {
+        "list": "usage-metering:read:meters",
+        "retrieve": "usage-metering:read:meters",
+        "periods": "usage-metering:read:meters",
+        "create": "usage-metering:create:meters",
+        "partial_update": "usage-metering:update:meters",
+        "destroy": "usage-metering:delete:meters",
+    }
+
+    def get_queryset(self):
+        return Meter.objects.filter(operator=self.request.user.operator).select_related(
+            "meter_type"
+        )
+
+    def list(self, request: Request) -> Response:
+        page = self.paginate_queryset(self.filter_queryset(self.get_queryset()))
+        return self.get_paginated_response(self.get_serializer(page, many=True).data)
+
+    def retrieve(self, request: Request, pk: str) -> Response:
+        return Response(self.get_serializer(self.get_object()).data)
+
+    @extend_schema(request=MeterCreateSerializer, responses={201: MeterSerializer})
+    def create(self, request: Request) -> Response:
+        serializer = MeterCreateSerializer(data=request.data)
+        serializer.is_valid(raise_exception=True)
+        data = serializer.validated_data
+        meter_type = self._meter_type(data)
+        try:
+            meter = services.meter_create(
+                operator=request.user.operator,
+                meter_type=meter_type,
+                meter_key=data["meter_key"],
+                user_id=data["user_id"],
+                custom_fields=data.get("custom_fields"),
+            )
+        except services.MeteringConflict as exc:
+            raise Conflict(str(exc)) from None
+        return Response(self.get_serializer(meter).data, status=201)
+
+    @extend_schema(request=MeterUpdateSerializer, responses={200: MeterSerializer})
+    def partial_update(self, request: Request, pk: str) -> Response:
+        meter = self.get_object()
+        serializer = MeterUpdateSerializer(data=request.data)
+        serializer.is_valid(raise_exception=True)
+        services.meter_update(meter=meter, **serializer.validated_data)
+        return Response(self.get_serializer(meter).data)
+
+    @extend_schema(responses={200: DELETED})
+    def destroy(self, request: Request, pk: str) -> Response:
+        services.meter_delete(meter=self.get_object())
+        return Response({"deletedCount": 1})
+
+    @extend_schema(responses={200: MeterPeriodSerializer(many=True)}, filters=False)
+    @action(detail=True, methods=["get"], filter_backends=[])
+    def periods(self, request: Request, pk: str) -> Response:
+        """Closed periods of the meter, newest first."""
+        meter = self.get_object()
+        periods = MeterPeriod.objects.filter(meter=meter).order_by("-period_start")
+        self.list_key = "periods"
+        page = self.paginate_queryset(periods)
+        return self.get_paginated_response(MeterPeriodSerializer(page, many=True).data)
+
+    def _meter_type(self, data: dict) -> MeterType:
+        # Only the caller's own meter types: another operator's id is simply not found.
+        types = MeterType.objects.filter(operator=self.request.user.operator)
+        if "meter_type_id" in data:
+            meter_type = types.filter(pk=data["meter_type_id"]).first()
+        else:
+            meter_type = types.filter(external_ref=data["meter_type_external_ref"]).first()
+        if meter_type is None:
+            raise Http404("No such meter type.")
+        return meter_type

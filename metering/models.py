@@ -1,0 +1,335 @@
+from __future__ import annotations
+
+import uuid
+from decimal import Decimal
+
+from django.db import models
+from django.utils.timezone import now
+
+from tenants.models import Operator
+
+# Meter values and capacities: exact decimals with room for large counters.
+VALUE_DIGITS = 38
+VALUE_PLACES = 10
+
+
+def value_field(**kwargs) -> models.DecimalField:
+    return models.DecimalField(max_digits=VALUE_DIGITS, decimal_places=VALUE_PLACES, **kwargs)
+
+
+class Customer(models.Model):
+    """Someone an operator meters usage for, keyed by the operator's own id for them
+    (the API's `userId` / `customerId`). Created on first use."""
+
+    id = models.UUIDField(primary_key=True, default=uuid.uuid4, editable=False)
+    operator = models.ForeignKey(Operator, on_delete=models.CASCADE, related_name="customers")
+    external_id = models.CharField(max_length=320)
+    name = models.CharField(max_length=200, blank=True)
+    email = models.EmailField(blank=True)
+    created_at = models.DateTimeField(default=now, editable=False)
+
+    class Meta:
+        constraints = [
+            models.UniqueConstraint(
+                fields=["operator", "external_id"], name="customer_unique_external_id"
+            ),
+        ]
+
+    def __str__(self) -> str:
+        return self.name or self.external_id
+
+
+class MeterType(models.Model):
+    """What is measured and how: the aggregation, unit, capacity, thresholds and the cron
+    schedule (in the type's own IANA timezone) on which its meters reset.
+
+    A changed schedule applies from each meter's next period: a meter's current period
+    end is stored on the meter and is not moved by an edit.
+    """
+
+    class Aggregation(models.TextChoices):
+        SUM = "Sum"
+        INCREMENT = "Increment"
+        MAX = "Max"
+        MIN = "Min"
+
+    DEFAULT_CATEGORY = "DEFAULT"
+
+    id = models.UUIDField(primary_key=True, default=uuid.uuid4, editable=False)
+    operator = models.ForeignKey(Operator, on_delete=models.CASCADE, related_name="meter_types")
+    name = models.CharField(max_length=80)
+    # NULL, not "", when absent: the unique constraint applies only to set references.
+    external_ref = models.CharField(max_length=100, null=True, blank=True)  # noqa: DJ001
+    category = models.CharField(max_length=50, default=DEFAULT_CATEGORY)
+    description = models.CharField(max_length=200, blank=True, default="")
+    unit = models.CharField(max_length=50)
+    aggregation = models.CharField(max_length=16, choices=Aggregation.choices)
+    capacity = value_field(null=True, blank=True)
+    timezone = models.CharField(max_length=64, default="Etc/UTC")
+    reset_cron = models.CharField(max_length=120)
+    # [{"value": 800}] or [{"capacityPercentage": 80}], at most five.
+    thresholds = models.JSONField(default=list, blank=True)
+    active_from = models.DateTimeField(null=True, blank=True)
+    active_to = models.DateTimeField(null=True, blank=True)
+    created_at = models.DateTimeField(default=now, editable=False)
+    updated_at = models.DateTimeField(default=now)
+
+    class Meta:
+        constraints = [
+            models.UniqueConstraint(fields=["operator", "name"], name="metertype_unique_name"),
+            models.UniqueConstraint(
+                fields=["operator", "external_ref"],
+                condition=models.Q(external_ref__isnull=False),
+                name="metertype_unique_external_ref",
+            ),
+        ]
+        indexes = [
+            models.Index(fields=["operator", "category"], name="metertype_category_idx"),
+        ]
+
+    def __str__(self) -> str:
+        return self.name
+
+    def is_active_at(self, moment) -> bool:
+        if self.active_from is not None and moment < self.active_from:
+            return False
+        return self.active_to is None or moment < self.active_to
+
+
+class MeterQuerySet(models.QuerySet):
+    def due_for_reset(self, now):
+        """Meters whose period has ended (served by the period_end index)."""
+        return self.filter(period_end__lte=now)
+
+
+class Meter(models.Model):
+    """One customer's running counter for one meter type and meter key.
+
+    `value` is the current period's aggregate; `group_breakdowns` splits it by the value
+    of a group field; `carry_first`/`carry_last` hold the period's first and last record.
+    Capacity and thresholds here override the type's when set.
+    """
+
+    id = models.UUIDField(primary_key=True, default=uuid.uuid4, editable=False)
+    operator = models.ForeignKey(Operator, on_delete=models.CASCADE, related_name="meters")
+    meter_type = models.ForeignKey(MeterType, on_delete=models.PROTECT, related_name="meters")
+    customer = models.ForeignKey(Customer, on_delete=models.PROTECT, related_name="meters")
+    meter_key = models.CharField(max_length=36)
+    # The customer's external id, kept here for lookups and uniqueness.
+    user_id = models.CharField(max_length=320)
+    custom_fields = models.JSONField(default=dict, blank=True)
+    capacity = value_field(null=True, blank=True)
+    thresholds = models.JSONField(null=True, blank=True)
+    delete_on_reset = models.BooleanField(default=False)
+
+    value = value_field(default=Decimal(0))
+    # {"<group value>": "<decimal>"}; decimals as strings keep them exact in JSON.
+    group_breakdowns = models.JSONField(default=dict, blank=True)
+    carry_first = models.JSONField(null=True, blank=True)
+    carry_last = models.JSONField(null=True, blank=True)
+    record_count = models.BigIntegerField(default=0)
+    first_event_at = models.DateTimeField(null=True, blank=True)
+    last_event_at = models.DateTimeField(null=True, blank=True)
+    period_start = models.DateTimeField()
+    period_end = models.DateTimeField()
+    created_at = models.DateTimeField(default=now, editable=False)
+    updated_at = models.DateTimeField(default=now)
+
+    objects = MeterQuerySet.as_manager()
+
+    class Meta:
+        constraints = [
+            models.UniqueConstraint(
+                fields=["meter_type", "meter_key", "user_id"], name="meter_unique_identity"
+            ),
+        ]
+        indexes = [
+            models.Index(fields=["period_end"], name="meter_period_end_idx"),
+            models.Index(fields=["operator", "user_id"], name="meter_user_idx"),
+            models.Index(fields=["operator", "meter_key"], name="meter_key_idx"),
+        ]
+
+    def __str__(self) -> str:
+        return f"{self.meter_type_id}/{self.meter_key}/{self.user_id}"
+
+    @property
+    def effective_capacity(self) -> Decimal | None:
+        return self.capacity if self.capacity is not None else self.meter_type.capacity
+
+    @property
+    def effective_thresholds(self) -> list[dict]:
+        return self.thresholds if self.thresholds is not None else self.meter_type.thresholds
+
+
+class MeterPeriod(models.Model):
+    """A closed period of a meter: what it counted between two resets.
+
+    Kept when the meter itself is deleted (deleteOnReset), so identity fields are copied.
+    """
+
+    id = models.UUIDField(primary_key=True, default=uuid.uuid4, editable=False)
+    operator = models.ForeignKey(Operator, on_delete=models.CASCADE, related_name="+")
+    meter = models.ForeignKey(Meter, null=True, on_delete=models.SET_NULL, related_name="periods")
+    # Deleting a meter type (allowed once it has no meters) takes its history with it.
+    meter_type = models.ForeignKey(MeterType, on_delete=models.CASCADE, related_name="+")
+    meter_key = models.CharField(max_length=36)
+    user_id = models.CharField(max_length=320)
+    period_start = models.DateTimeField()
+    period_end = models.DateTimeField()
+    value = value_field(default=Decimal(0))
+    group_breakdowns = models.JSONField(default=dict, blank=True)
+    carry_first = models.JSONField(null=True, blank=True)
+    carry_last = models.JSONField(null=True, blank=True)
+    record_count = models.BigIntegerField(default=0)
+    # Event times of carry_first / carry_last, so a late record can tell whether it is
+    # the period's new first or last record (copied from the meter at close).
+    first_event_at = models.DateTimeField(null=True, blank=True)
+    last_event_at = models.DateTimeField(null=True, blank=True)
+    closed_at = models.DateTimeField(default=now)
+    # Set when a late record changed the period after it closed.
+    corrected_at = models.DateTimeField(null=True, blank=True)
+
+    class Meta:
+        constraints = [
+            # A period closes once, whoever runs the reset.
+            models.UniqueConstraint(fields=["meter", "period_start"], name="period_unique_start"),
+        ]
+        indexes = [
+            models.Index(
+                fields=["operator", "meter_type", "period_start"], name="period_type_start_idx"
+            ),
+            # A late record finds its period by the meter's identity, which outlives a
+            # meter deleted on reset.
+            models.Index(
+                fields=["operator", "meter_type", "meter_key", "user_id", "period_start"],
+                name="period_identity_idx",
+            ),
+        ]
+        ordering = ["-period_start"]
+
+    def __str__(self) -> str:
+        return f"{self.meter_id} {self.period_start:%Y-%m-%d %H:%M}"
+
+
+class UsageRollup(models.Model):
+    """Hourly usage per operator x meter type x customer, written with every update so
+    reports never scan records. `value` follows the type's aggregation within the hour
+    (a sum for Sum/Increment, the extreme for Max/Min)."""
+
+    operator = models.ForeignKey(Operator, on_delete=models.CASCADE, related_name="+")
+    meter_type = models.ForeignKey(MeterType, on_delete=models.CASCADE, related_name="+")
+    user_id = models.CharField(max_length=320)
+    hour = models.DateTimeField()
+    value = value_field(default=Decimal(0))
+    record_count = models.BigIntegerField(default=0)
+
+    class Meta:
+        constraints = [
+            models.UniqueConstraint(
+                fields=["operator", "meter_type", "user_id", "hour"], name="rollup_unique_bucket"
+            ),
+        ]
+
+    def __str__(self) -> str:
+        return f"{self.meter_type_id}/{self.user_id} {self.hour:%Y-%m-%d %H:00}"
+
+
+class Alert(models.Model):
+    """A threshold reached in one period of one meter. The unique constraint makes it
+    fire once per meter, period and threshold; each alert is also queued as a
+    `meter.threshold_crossed` notification."""
+
+    id = models.UUIDField(primary_key=True, default=uuid.uuid4, editable=False)
+    operator = models.ForeignKey(Operator, on_delete=models.CASCADE, related_name="+")
+    meter = models.ForeignKey(Meter, null=True, on_delete=models.SET_NULL, related_name="alerts")
+    period_start = models.DateTimeField()
+    # "value:800" or "capacityPercentage:80": the threshold as configured.
+    threshold_key = models.CharField(max_length=64)
+    threshold_value = value_field()
+    meter_value = value_field()
+    crossed_at = models.DateTimeField(default=now)
+
+    class Meta:
+        ordering = ["-crossed_at"]
+        constraints = [
+            models.UniqueConstraint(
+                fields=["meter", "period_start", "threshold_key"], name="alert_unique_once"
+            ),
+        ]
+
+    def __str__(self) -> str:
+        return f"{self.threshold_key} reached at {self.meter_value}"
+
+
+class WebhookEndpoint(models.Model):
+    """Where an operator's notifications go, and the secret that signs them."""
+
+    operator = models.OneToOneField(
+        Operator, on_delete=models.CASCADE, primary_key=True, related_name="webhook_endpoint"
+    )
+    url = models.URLField(max_length=2000)
+    signing_secret = models.CharField(max_length=128)
+    enabled = models.BooleanField(default=True)
+    created_at = models.DateTimeField(default=now, editable=False)
+
+    def __str__(self) -> str:
+        return self.url
+
+
+class Notification(models.Model):
+    """The outbox: one event to deliver to the operator's webhook."""
+
+    class Kind(models.TextChoices):
+        THRESHOLD_CROSSED = "meter.threshold_crossed"
+        PERIOD_CLOSED = "meter.period_closed"
+        PERIOD_CORRECTED = "meter.period_corrected"
+
+    class Status(models.TextChoices):
+        PENDING = "pending"
+        DELIVERED = "delivered"
+        FAILED = "failed"  # gave up after the last retry
+        SKIPPED = "skipped"  # no endpoint configured
+
+    id = models.UUIDField(primary_key=True, default=uuid.uuid4, editable=False)
+    operator = models.ForeignKey(Operator, on_delete=models.CASCADE, related_name="+")
+    kind = models.CharField(max_length=40, choices=Kind.choices)
+    payload = models.JSONField()
+    status = models.CharField(max_length=16, choices=Status.choices, default=Status.PENDING)
+    attempts = models.PositiveIntegerField(default=0)
+    next_attempt_at = models.DateTimeField(default=now)
+    created_at = models.DateTimeField(default=now, editable=False)
+    delivered_at = models.DateTimeField(null=True, blank=True)
+
+    class Meta:
+        indexes = [
+            models.Index(
+                fields=["status", "next_attempt_at"],
+                name="notification_due_idx",
+                condition=models.Q(status="pending"),
+            ),
+            models.Index(fields=["operator", "created_at"], name="notification_operator_idx"),
+        ]
+        ordering = ["-created_at"]
+
+    def __str__(self) -> str:
+        return f"{self.kind} ({self.status})"
+
+
+class DeliveryAttempt(models.Model):
+    """One try at delivering a notification: what came back and how long it took."""
+
+    notification = models.ForeignKey(
+        Notification, on_delete=models.CASCADE, related_name="delivery_attempts"
+    )
+    attempted_at = models.DateTimeField(default=now)
+    succeeded = models.BooleanField(default=False)
+    response_status = models.PositiveSmallIntegerField(null=True, blank=True)
+    error = models.CharField(max_length=500, blank=True)
+    duration_ms = models.PositiveIntegerField(default=0)
+
+    class Meta:
+        ordering = ["-attempted_at"]
+
+    def __str__(self) -> str:
+        outcome = "ok" if self.succeeded else (self.response_status or self.error or "failed")
+        return f"{self.attempted_at:%Y-%m-%d %H:%M:%S} {outcome}"

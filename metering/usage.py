@@ -1,0 +1,681 @@
+"""Applying usage: the one place where meter values change.
+
+The stream runtime calls `usage_apply` with a batch of updates (one per record and meter
+node). The whole batch is applied in one transaction with a number of queries that does
+not depend on the batch size:
+
+1. resolve the meter types (one query) and drop updates outside `activeFrom`/`activeTo`;
+2. create missing meters in bulk, then lock every touched meter in id order;
+3. close the periods of meters whose period has ended (`metering.resets`);
+4. split late updates (event time before the meter's current period) from current ones;
+5. fold the batch per meter in Python, with exact decimals;
+6. apply every meter's change in one UPDATE, which combines it with the stored value,
+   breakdowns, carries and metadata (see `_MERGE`);
+7. correct the closed periods that late updates belong to the same way (one UPDATE, and
+   one `meter.period_corrected` notification per period, in one INSERT);
+8. add the batch to the hourly rollups in one upsert;
+9. evaluate thresholds for meters that changed in their current period.
+
+Concurrency: all inserts (customers, meters) happen before any meter row lock is held,
+inserts run in one global key order, and meters are locked in id order, so two callers
+touching the same meters serialize instead of deadlocking, and each adds its change to
+the value the other committed: no update is lost.
+
+Bulk rows travel to PostgreSQL as one JSON document per statement, unpacked with
+`json_to_recordset(...) AS v(id uuid, value numeric, …)`. That column list is the typed
+cast of an `UPDATE … FROM (VALUES …)`; one text parameter instead of thousands keeps
+Django's client-side parameter binding cheap (and `json`, not `jsonb`, is parsed in
+half the time). Decimals are sent as strings, so they stay
+exact (`numeric`), and jsonb numbers are never involved.
+"""
+
+from __future__ import annotations
+
+import datetime
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+from decimal import Context, Decimal, localcontext
+from typing import Any
+from uuid import UUID
+
+from django.core.serializers.json import DjangoJSONEncoder
+from django.db import connection, transaction
+from django.db.models import Q
+from django.utils import timezone
+
+from metering.models import Alert, Meter, MeterPeriod, MeterType, Notification
+from metering.models import UsageRollup as Rollup
+from metering.notifications import NotificationItem, notifications_enqueue_many
+from metering.resets import meters_close_periods
+from metering.schedule import period_bounds
+from metering.services import customers_ensure
+from metering.thresholds import thresholds_evaluate
+from tenants.models import Operator
+
+ONE = Decimal(1)
+_EPOCH = datetime.datetime(1970, 1, 1, tzinfo=datetime.UTC)
+_HOUR = datetime.timedelta(hours=1)
+# numeric(38, 10) holds 38 digits; sums of such values need a few more while folding.
+_CONTEXT = Context(prec=80)
+# How the batch combines with a value: Sum and Increment add (Increment adds 1 per
+# record), Max and Min keep the extreme.
+_ADD, _MAX, _MIN = "add", "max", "min"
+_KIND = {
+    MeterType.Aggregation.SUM: _ADD,
+    MeterType.Aggregation.INCREMENT: _ADD,
+    MeterType.Aggregation.MAX: _MAX,
+    MeterType.Aggregation.MIN: _MIN,
+}
+
+_METER = Meter._meta.db_table
+_PERIOD = MeterPeriod._meta.db_table
+_ROLLUP = Rollup._meta.db_table
+
+
+@dataclass(frozen=True, slots=True)
+class UsageUpdate:
+    """One record's contribution to one meter node: a meter type (or every meter type of
+    a category), the meter key and user id that pick the meter, and the value."""
+
+    meter_type_id: UUID | None
+    category: str | None
+    meter_key: str
+    user_id: str
+    value: Decimal  # ignored for Increment, which counts 1
+    event_time: datetime.datetime  # aware
+    group: str | None = None
+    record: dict | None = None
+
+    def __post_init__(self) -> None:
+        if (self.meter_type_id is None) == (self.category is None):
+            raise ValueError("A usage update names a meter type or a category, not both.")
+        if self.event_time.tzinfo is None:
+            raise ValueError("A usage update's event time must be timezone-aware.")
+        if not isinstance(self.value, Decimal):
+            if isinstance(self.value, bool | float) or not isinstance(self.value, int):
+                raise TypeError(f"Usage values are Decimal, not {type(self.value).__name__}.")
+            object.__setattr__(self, "value", Decimal(self.value))
+
+
+@dataclass
+class UsageApplyResult:
+    """What one call did. Counts are per (update, meter type): a category update counts
+    once for each meter type it reaches."""
+
+    applied: int = 0  # counted in a meter's current period
+    ignored_inactive: int = 0  # the meter type was not active at the event time
+    ignored_unknown: int = 0  # no meter type of this operator matched
+    late_applied: int = 0  # corrected a closed period
+    late_unmatched: int = 0  # before the current period, but no stored period holds it
+    meters_created: int = 0
+    alerts: list[Alert] = field(default_factory=list)
+
+
+def usage_apply(
+    *,
+    operator: Operator,
+    updates: Sequence[UsageUpdate],
+    now: datetime.datetime | None = None,
+) -> UsageApplyResult:
+    """Apply a batch of usage updates to the operator's meters, in one transaction.
+
+    Creates missing meters, folds the batch per meter (Sum adds, Increment counts,
+    Max/Min keep the extreme), keeps group breakdowns, carries and metadata, corrects
+    closed periods with late records (and queues `meter.period_corrected`), writes the
+    hourly rollups and evaluates thresholds of meters that changed in this period.
+    """
+    now = now or timezone.now()
+    result = UsageApplyResult()
+    if not updates:
+        return result
+    with transaction.atomic(), localcontext(_CONTEXT):
+        # 1. Meter types, and which updates they take.
+        types = _types_resolve(operator, updates)
+        items = _items_expand(updates, types, result)
+        if not items:
+            return result
+
+        # 2. Meters: create the missing ones, then lock all of them in id order.
+        keys = {(t.key, u.meter_key, u.user_id) for t, u, _ in items}
+        rows = _meters_lock(operator, types, keys, now, result)
+
+        # 3. Meters whose period has ended are closed first, so usage lands in the period
+        # it belongs to; a meter deleted on reset is created again.
+        due = [row for row in rows.values() if row.period_end <= now]
+        if due:
+            meters = Meter.objects.filter(id__in=[row.id for row in due])
+            meters_close_periods(
+                meters=list(meters.select_related("meter_type").order_by("id")), now=now
+            )
+            due_keys = {(row.type.key, row.meter_key, row.user_id) for row in due}
+            rows.update(_meters_lock(operator, types, due_keys, now, result))
+
+        # 4-5. Fold the batch per meter; late updates are kept apart.
+        folds: dict[str, _Fold] = {}  # by meter id
+        current: list[tuple[_Type, UsageUpdate, Decimal]] = []
+        late: list[tuple[_Type, UsageUpdate, Decimal, _Row]] = []
+        for item in items:
+            meter_type, update, value = item
+            row = rows[(meter_type.key, update.meter_key, update.user_id)]
+            if update.event_time < row.period_start:
+                late.append((meter_type, update, value, row))
+                continue
+            current.append(item)
+            fold = folds.get(row.id)
+            if fold is None:
+                fold = folds[row.id] = _Fold(meter_type.kind)
+            fold.add(value, update)
+        result.applied = len(current)
+
+        # 6. Every meter's change in one statement.
+        if folds:
+            _meters_write(folds, now)
+
+        # 7. Late updates correct the closed period they belong to.
+        matched = _periods_correct(operator, late, now, result) if late else []
+
+        # 8. Hourly rollups for everything that counted somewhere.
+        _rollups_add(operator, types, current + matched)
+
+        # 9. Thresholds, for meters that changed in their current period only: a late
+        # record never fires this period's threshold.
+        watched = [
+            row.id
+            for row in rows.values()
+            if row.id in folds
+            and (row.own_thresholds if row.own_thresholds is not None else row.type.thresholds)
+        ]
+        if watched:
+            meters = Meter.objects.filter(id__in=watched).select_related("meter_type")
+            result.alerts = thresholds_evaluate(meters=list(meters.order_by("id")), now=now)
+    return result
+
+
+# -- 1. Meter types -------------------------------------------------------------------
+
+
+@dataclass(slots=True)
+class _Type:
+    """What the hot loop needs of a meter type."""
+
+    meter_type: MeterType
+    key: str  # the id as text, as it comes back from SQL
+    kind: str
+    increment: bool
+    always_active: bool
+    thresholds: bool
+    period: tuple[datetime.datetime, datetime.datetime] | None = None
+
+    def period_at(self, now: datetime.datetime) -> tuple[datetime.datetime, datetime.datetime]:
+        if self.period is None:
+            self.period = period_bounds(self.meter_type.reset_cron, self.meter_type.timezone, now)
+        return self.period
+
+
+@dataclass(slots=True)
+class _Types:
+    by_id: dict[UUID, _Type]
+    by_key: dict[str, _Type]
+    by_category: dict[str, list[_Type]]
+
+
+def _types_resolve(operator: Operator, updates: Sequence[UsageUpdate]) -> _Types:
+    """The operator's meter types the batch names, in one query. Ids of other operators'
+    types simply find nothing."""
+    ids: set[UUID] = set()
+    categories: set[str] = set()
+    for update in updates:
+        if update.meter_type_id is not None:
+            ids.add(update.meter_type_id)
+        else:
+            categories.add(update.category)
+    found = MeterType.objects.filter(operator=operator).filter(
+        Q(id__in=[u for u in map(_as_uuid, ids) if u is not None]) | Q(category__in=categories)
+    )
+    types = _Types({}, {}, {})
+    for meter_type in found.order_by("id"):
+        entry = _Type(
+            meter_type=meter_type,
+            key=str(meter_type.id),
+            kind=_KIND[meter_type.aggregation],
+            increment=meter_type.aggregation == MeterType.Aggregation.INCREMENT,
+            always_active=meter_type.active_from is None and meter_type.active_to is None,
+            thresholds=bool(meter_type.thresholds),
+        )
+        types.by_id[meter_type.id] = entry
+        types.by_key[entry.key] = entry
+        if meter_type.category in categories:
+            types.by_category.setdefault(meter_type.category, []).append(entry)
+    # Callers may name a type by its id as text; look those up too.
+    for value in ids:
+        if not isinstance(value, UUID) and _as_uuid(value) in types.by_id:
+            types.by_id[value] = types.by_id[_as_uuid(value)]
+    return types
+
+
+def _as_uuid(value) -> UUID | None:
+    if isinstance(value, UUID):
+        return value
+    try:
+        return UUID(str(value))
+    except ValueError:
+        return None
+
+
+def _items_expand(
+    updates: Sequence[UsageUpdate], types: _Types, result: UsageApplyResult
+) -> list[tuple[_Type, UsageUpdate, Decimal]]:
+    """(meter type, update, value) for every meter type an update reaches and that is
+    active at its event time. Increment's value is 1 whatever the update says."""
+    items = []
+    by_id, by_category = types.by_id, types.by_category
+    for update in updates:
+        if update.meter_type_id is not None:
+            found = by_id.get(update.meter_type_id)
+            targets = (found,) if found is not None else ()
+        else:
+            targets = by_category.get(update.category, ())
+        if not targets:
+            result.ignored_unknown += 1
+            continue
+        for target in targets:
+            if not target.always_active and not target.meter_type.is_active_at(update.event_time):
+                result.ignored_inactive += 1
+                continue
+            items.append((target, update, ONE if target.increment else update.value))
+    return items
+
+
+# -- 2. Meters: create and lock --------------------------------------------------------
+
+
+@dataclass(slots=True)
+class _Row:
+    """A locked meter: who it is and its current period. Its value is not needed here:
+    the write statement combines the batch with the stored state."""
+
+    id: str
+    type: _Type
+    meter_key: str
+    user_id: str
+    period_start: datetime.datetime
+    period_end: datetime.datetime
+    own_thresholds: bool | None  # None: the meter type's thresholds apply
+
+
+def _meters_lock(
+    operator: Operator,
+    types: _Types,
+    keys: set[tuple[str, str, str]],
+    now: datetime.datetime,
+    result: UsageApplyResult,
+) -> dict[tuple[str, str, str], _Row]:
+    """Lock the meters with these (type, key, user) identities in id order, creating the
+    missing ones.
+
+    No row lock may be held while inserting: two callers could otherwise each hold a
+    meter the other needs while waiting for the other's new, uncommitted meter. So the
+    lock runs in a savepoint; when meters are missing, it is rolled back (which gives
+    those row locks back), the meters are inserted, and everything is locked again. In
+    the common case (all meters exist) that is one SELECT … FOR UPDATE.
+    """
+    wanted = _json([{"t": t, "k": k, "u": u} for t, k, u in keys])
+    for _attempt in range(3):
+        savepoint = transaction.savepoint()
+        rows = _meters_select_for_update(types, wanted)
+        missing = keys.difference(rows)
+        if not missing:
+            transaction.savepoint_commit(savepoint)
+            return rows
+        transaction.savepoint_rollback(savepoint)
+        result.meters_created += _meters_create(operator, types, missing, now)
+    # Only if meters keep being deleted as fast as they are created.
+    raise RuntimeError(f"Meters {sorted(missing)[:3]} keep disappearing; giving up.")
+
+
+def _meters_select_for_update(types: _Types, wanted: str) -> dict[tuple[str, str, str], _Row]:
+    with connection.cursor() as cursor:
+        # Periods come back as text and are parsed once per distinct value: most meters
+        # of a type share their period, and this is the hot path.
+        cursor.execute(
+            f"""
+            SELECT m.id::text, m.meter_type_id::text, m.meter_key, m.user_id,
+                   m.period_start::text, m.period_end::text,
+                   CASE WHEN m.thresholds IS NULL THEN NULL
+                        ELSE m.thresholds NOT IN ('[]'::jsonb, 'null'::jsonb) END
+            FROM {_METER} m
+            JOIN json_to_recordset(%s::json) AS k(t uuid, k text, u text)
+              ON m.meter_type_id = k.t AND m.meter_key = k.k AND m.user_id = k.u
+            ORDER BY m.id
+            FOR UPDATE OF m
+            """,  # noqa: S608 (table names are ours, values are parameters)
+            [wanted],
+        )
+        found = cursor.fetchall()
+    by_key, moments = types.by_key, {}
+    rows = {}
+    for meter_id, type_key, meter_key, user_id, start, end, own_thresholds in found:
+        if start not in moments:
+            moments[start] = datetime.datetime.fromisoformat(start)
+        if end not in moments:
+            moments[end] = datetime.datetime.fromisoformat(end)
+        rows[(type_key, meter_key, user_id)] = _Row(
+            meter_id,
+            by_key[type_key],
+            meter_key,
+            user_id,
+            moments[start],
+            moments[end],
+            own_thresholds,
+        )
+    return rows
+
+
+def _meters_create(
+    operator: Operator, types: _Types, keys: set[tuple[str, str, str]], now: datetime.datetime
+) -> int:
+    """Insert the meters that do not exist yet; the number actually inserted."""
+    customers = customers_ensure(operator=operator, external_ids={u for _, _, u in keys})
+    wanted = []
+    for type_key, meter_key, user_id in keys:
+        start, end = types.by_key[type_key].period_at(now)
+        wanted.append(
+            {
+                "t": type_key,
+                "k": meter_key,
+                "u": user_id,
+                "c": customers[user_id].pk,
+                "s": start,
+                "e": end,
+            }
+        )
+    with connection.cursor() as cursor:
+        # One global insert order (the unique key's) keeps concurrent creators from
+        # waiting on each other in a circle.
+        cursor.execute(
+            f"""
+            INSERT INTO {_METER} (
+                id, operator_id, meter_type_id, customer_id, meter_key, user_id,
+                custom_fields, delete_on_reset, value, group_breakdowns, record_count,
+                period_start, period_end, created_at, updated_at
+            )
+            SELECT gen_random_uuid(), %s, k.t, k.c, k.k, k.u, '{{}}', false, 0, '{{}}', 0,
+                   k.s, k.e, %s, %s
+            FROM json_to_recordset(%s::json)
+                 AS k(t uuid, k text, u text, c uuid, s timestamptz, e timestamptz)
+            ORDER BY k.t, k.k, k.u
+            ON CONFLICT (meter_type_id, meter_key, user_id) DO NOTHING
+            """,  # noqa: S608 (table names are ours, values are parameters)
+            [operator.pk, now, now, _json(wanted)],
+        )
+        return cursor.rowcount
+
+
+# -- 5. Folding ------------------------------------------------------------------------
+
+
+class _Fold:
+    """A batch folded for one target (a meter's current period or a closed period)."""
+
+    __slots__ = ("count", "first", "first_at", "groups", "kind", "last", "last_at", "value")
+
+    def __init__(self, kind: str) -> None:
+        self.kind = kind
+        self.value: Decimal | None = None
+        self.count = 0
+        self.groups: dict[str, Decimal] = {}
+        self.first_at: datetime.datetime | None = None
+        self.first: dict | None = None
+        self.last_at: datetime.datetime | None = None
+        self.last: dict | None = None
+
+    def add(self, value: Decimal, update: UsageUpdate) -> None:
+        self.value = _combine(self.kind, self.value, value)
+        if update.group is not None:
+            groups = self.groups
+            groups[update.group] = _combine(self.kind, groups.get(update.group), value)
+        at = update.event_time
+        if self.count == 0 or at < self.first_at:  # the first of equals stays first
+            self.first_at, self.first = at, update.record
+        if self.count == 0 or at >= self.last_at:  # the later of equals becomes last
+            self.last_at, self.last = at, update.record
+        self.count += 1
+
+    def change(self, target_id: str) -> dict[str, Any]:
+        """The batch's contribution, as the write statements take it (see _MERGE)."""
+        return {
+            "id": target_id,
+            "k": self.kind,
+            "v": str(self.value),  # numeric reads exponents too: exact either way
+            "n": self.count,
+            "g": _texts(self.groups) if self.groups else None,
+            "fa": self.first_at.isoformat(),
+            "cf": self.first,
+            "la": self.last_at.isoformat(),
+            "cl": self.last,
+        }
+
+
+def _texts(values: dict[str, Decimal]) -> dict[str, str]:
+    return {key: str(value) for key, value in values.items()}
+
+
+def _combine(kind: str, old: Decimal | None, new: Decimal) -> Decimal:
+    """Combine two values of one aggregation; None means "no value yet", so the first
+    Max or Min is the value itself rather than a comparison with zero."""
+    if old is None:
+        return new
+    if kind == _ADD:
+        return old + new
+    if kind == _MAX:
+        return new if new > old else old
+    return new if new < old else old
+
+
+# -- 6. Writing meters (and 7. closed periods) -------------------------------------------
+
+# How a batch's change `v` combines with a stored meter or period `t` (old values: in an
+# UPDATE every expression reads the row as it was). Nothing stored yet (no records): the
+# batch's value is the value, and its first and last records are the carries. A period
+# closed without event times has records but unknown times: its carries stay.
+_MERGE = """
+    value = CASE WHEN t.record_count = 0 THEN v.v
+                 WHEN v.k = 'add' THEN t.value + v.v
+                 WHEN v.k = 'max' THEN GREATEST(t.value, v.v)
+                 ELSE LEAST(t.value, v.v) END,
+    group_breakdowns = CASE WHEN v.g IS NULL THEN t.group_breakdowns
+        ELSE t.group_breakdowns || (
+            SELECT jsonb_object_agg(g.key, (
+                CASE WHEN NOT t.group_breakdowns ? g.key THEN g.value::numeric
+                     WHEN v.k = 'add' THEN (t.group_breakdowns->>g.key)::numeric + g.value::numeric
+                     WHEN v.k = 'max'
+                         THEN GREATEST((t.group_breakdowns->>g.key)::numeric, g.value::numeric)
+                     ELSE LEAST((t.group_breakdowns->>g.key)::numeric, g.value::numeric) END
+            )::text)
+            FROM jsonb_each_text(v.g) AS g) END,
+    carry_first = CASE WHEN t.record_count = 0 OR v.fa < t.first_event_at
+                       THEN v.cf ELSE t.carry_first END,
+    first_event_at = CASE WHEN t.record_count = 0 OR v.fa < t.first_event_at
+                          THEN v.fa ELSE t.first_event_at END,
+    carry_last = CASE WHEN t.record_count = 0 OR v.la >= t.last_event_at
+                      THEN v.cl ELSE t.carry_last END,
+    last_event_at = CASE WHEN t.record_count = 0 OR v.la >= t.last_event_at
+                         THEN v.la ELSE t.last_event_at END,
+    record_count = t.record_count + v.n
+"""
+_CHANGES = """json_to_recordset(%s::json) AS v(
+    id uuid, k text, v numeric, n bigint, g jsonb, fa timestamptz, cf jsonb, la timestamptz,
+    cl jsonb)"""
+
+
+def _meters_write(folds: dict[str, _Fold], now: datetime.datetime) -> None:
+    changes = [fold.change(meter_id) for meter_id, fold in folds.items()]
+    with connection.cursor() as cursor:
+        cursor.execute(
+            f"""
+            UPDATE {_METER} AS t SET {_MERGE}, updated_at = %s
+            FROM {_CHANGES}
+            WHERE t.id = v.id
+            """,  # noqa: S608 (table names are ours, values are parameters)
+            [now, _json(changes)],
+        )
+
+
+def _periods_correct(
+    operator: Operator,
+    late: list[tuple[_Type, UsageUpdate, Decimal, _Row]],
+    now: datetime.datetime,
+    result: UsageApplyResult,
+) -> list[tuple[_Type, UsageUpdate, Decimal]]:
+    """Fold late updates into the closed periods holding their event times; returns the
+    updates that found a period. One `meter.period_corrected` notification per period."""
+    wanted = _json(
+        [
+            {"i": i, "y": t.key, "k": u.meter_key, "u": u.user_id, "t": u.event_time}
+            for i, (t, u, _, _) in enumerate(late)
+        ]
+    )
+    with connection.cursor() as cursor:
+        # By identity rather than meter id: the periods of a meter deleted on reset are
+        # kept (with meter_id NULL) and still take their late records. Locked in id order,
+        # like the meters.
+        cursor.execute(
+            f"""
+            SELECT l.i, p.id::text, p.value, p.record_count
+            FROM {_PERIOD} p
+            JOIN json_to_recordset(%s::json)
+                 AS l(i int, y uuid, k text, u text, t timestamptz)
+              ON p.operator_id = %s AND p.meter_type_id = l.y AND p.meter_key = l.k
+             AND p.user_id = l.u AND p.period_start <= l.t AND l.t < p.period_end
+            ORDER BY p.id
+            FOR UPDATE OF p
+            """,  # noqa: S608 (table names are ours, values are parameters)
+            [wanted, operator.pk],
+        )
+        found = cursor.fetchall()
+    period_of: dict[int, str] = {}
+    before: dict[str, tuple[Decimal, int]] = {}
+    for index, period_id, value, count in found:
+        period_of.setdefault(index, period_id)
+        before[period_id] = (value, count)
+    folds: dict[str, _Fold] = {}
+    matched = []
+    for index, (meter_type, update, value, _) in enumerate(late):
+        period_id = period_of.get(index)
+        if period_id is None:
+            result.late_unmatched += 1
+            continue
+        fold = folds.get(period_id)
+        if fold is None:
+            fold = folds[period_id] = _Fold(meter_type.kind)
+        fold.add(value, update)
+        matched.append((meter_type, update, value))
+    result.late_applied = len(matched)
+    if not folds:
+        return matched
+
+    changes = [fold.change(period_id) for period_id, fold in folds.items()]
+    with connection.cursor() as cursor:
+        cursor.execute(
+            f"""
+            UPDATE {_PERIOD} AS t SET {_MERGE}, corrected_at = %s
+            FROM {_CHANGES}
+            WHERE t.id = v.id
+            """,  # noqa: S608 (table names are ours, values are parameters)
+            [now, _json(changes)],
+        )
+    corrected = MeterPeriod.objects.filter(id__in=list(folds)).order_by("period_start", "id")
+    notifications_enqueue_many(
+        NotificationItem(
+            operator.pk,
+            Notification.Kind.PERIOD_CORRECTED,
+            {
+                "periodId": period.id,
+                "meterId": period.meter_id,
+                "meterTypeId": period.meter_type_id,
+                "meterKey": period.meter_key,
+                "userId": period.user_id,
+                "periodStart": period.period_start,
+                "periodEnd": period.period_end,
+                "previousValue": before[str(period.id)][0],
+                "value": period.value,
+                "previousRecordCount": before[str(period.id)][1],
+                "recordCount": period.record_count,
+                "groupBreakdowns": {g: Decimal(v) for g, v in period.group_breakdowns.items()},
+                "lateRecords": folds[str(period.id)].count,
+                "correctedAt": now,
+            },
+        )
+        for period in corrected
+    )
+    return matched
+
+
+# -- 8. Rollups ------------------------------------------------------------------------
+
+
+def _rollups_add(
+    operator: Operator, types: _Types, items: list[tuple[_Type, UsageUpdate, Decimal]]
+) -> None:
+    """Add the updates that counted (current ones and late ones that corrected a period)
+    to the hourly buckets (operator, meter type, user, hour) of their event times."""
+    buckets: dict[tuple[str, str, int], list] = {}
+    for meter_type, update, value in items:
+        key = (meter_type.key, update.user_id, (update.event_time - _EPOCH) // _HOUR)
+        bucket = buckets.get(key)
+        if bucket is None:
+            buckets[key] = [meter_type.kind, value, 1]
+        else:
+            bucket[1] = _combine(bucket[0], bucket[1], value)
+            bucket[2] += 1
+    if not buckets:
+        return
+    extreme: tuple[list[str], list[str]] = ([], [])  # Max type ids, Min type ids
+    for entry in types.by_key.values():
+        if entry.kind != _ADD:
+            extreme[entry.kind == _MIN].append(entry.key)
+    rollups = [
+        {"t": t, "u": u, "h": h, "v": str(bucket[1]), "n": bucket[2]}
+        for (t, u, h), bucket in buckets.items()
+    ]
+    with connection.cursor() as cursor:
+        # Ordered, so concurrent writers take the bucket rows in one order.
+        cursor.execute(
+            f"""
+            INSERT INTO {_ROLLUP} AS r (operator_id, meter_type_id, user_id, hour, value,
+                                         record_count)
+            SELECT %s, b.t, b.u, to_timestamp(b.h * 3600), b.v, b.n
+            FROM json_to_recordset(%s::json)
+                 AS b(t uuid, u text, h bigint, v numeric, n bigint)
+            ORDER BY b.t, b.u, b.h
+            ON CONFLICT (operator_id, meter_type_id, user_id, hour) DO UPDATE SET
+                value = CASE
+                    WHEN r.meter_type_id = ANY(%s::uuid[]) THEN GREATEST(r.value, EXCLUDED.value)
+                    WHEN r.meter_type_id = ANY(%s::uuid[]) THEN LEAST(r.value, EXCLUDED.value)
+                    ELSE r.value + EXCLUDED.value
+                END,
+                record_count = r.record_count + EXCLUDED.record_count
+            """,  # noqa: S608 (table names are ours, values are parameters)
+            [operator.pk, _json(rollups), extreme[0], extreme[1]],
+        )
+
+
+# -- Helpers ---------------------------------------------------------------------------
+
+
+class _Encoder(DjangoJSONEncoder):
+    """Full-precision datetimes (Django's encoder cuts them to milliseconds) and exact
+    decimals; everything else as Django encodes it."""
+
+    def default(self, o):
+        if isinstance(o, datetime.datetime):
+            return o.isoformat()
+        if isinstance(o, Decimal):
+            return str(o)
+        return super().default(o)
+
+
+_json = _Encoder(separators=(",", ":")).encode
+
+
+__all__ = ["UsageApplyResult", "UsageUpdate", "usage_apply"]

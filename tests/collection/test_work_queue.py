@@ -1,0 +1,212 @@
+"""The work queue: claims with SKIP LOCKED, processors, timeouts, stats and rollups."""
+
+from __future__ import annotations
+
+from collections import Counter
+from datetime import timedelta
+
+import pytest
+from django.utils import timezone
+
+from collection import tasks
+from collection.models import Collector, EventRollup, EventRollupDelta, Record
+from collection.processing import register_resolver, unregister_resolver
+from collection.selectors import collector_status_counts
+from collection.services import (
+    ClaimLost,
+    claim_finish,
+    records_claim,
+    records_process_batch,
+    records_requeue_failed,
+    rollups_fold,
+)
+from tests.collection.conftest import BASE, data_url
+
+pytestmark = pytest.mark.django_db
+
+
+class CountingProcessor:
+    """Counts how often each record id is processed; fails the ids it is told to."""
+
+    def __init__(self, fail: set[str] = frozenset()) -> None:
+        self.seen: Counter = Counter()
+        self.fail = fail
+
+    def process(self, records: list[Record]) -> dict[int, str]:
+        self.seen.update(record.record_id for record in records)
+        return {r.id: "bad value" for r in records if r.record_id in self.fail}
+
+
+@pytest.fixture
+def processor(collector):
+    processor = CountingProcessor()
+
+    def resolve(candidate: Collector):
+        return processor if candidate.pk == collector.pk else None
+
+    register_resolver(resolve)
+    yield processor
+    unregister_resolver(resolve)
+
+
+def send(client, collector, count: int, prefix: str = "r") -> None:
+    records = [{"id": f"{prefix}{i}", "type": "call"} for i in range(count)]
+    assert client.post(data_url(collector), {"data": records}).status_code == 202
+
+
+def statuses(collector) -> Counter:
+    return Counter(
+        Record.objects.filter(collector_id=collector.pk).values_list("status", flat=True)
+    )
+
+
+def test_records_without_a_processor_stay_unprocessed(client, collector):
+    send(client, collector, 5)
+    assert records_process_batch(collector_id=str(collector.pk)) == 0
+    assert tasks.records_process(str(collector.pk)) == 0
+    assert statuses(collector) == {Record.Status.UNPROCESSED: 5}
+
+
+def test_a_worker_processes_every_record_once(client, collector, processor, settings):
+    settings.TALLY["COLLECTION"]["PROCESS_BATCH_SIZE"] = 4
+    send(client, collector, 10)
+    processed = 0
+    while claimed := records_process_batch(collector_id=str(collector.pk)):
+        processed += claimed
+    assert processed == 10
+    assert set(processor.seen.values()) == {1} and len(processor.seen) == 10
+    assert statuses(collector) == {Record.Status.PROCESSED: 10}
+
+
+def test_failed_records_carry_a_reason_and_can_be_requeued(client, collector, processor):
+    processor.fail = {"r1"}
+    send(client, collector, 3)
+    records_process_batch(collector_id=str(collector.pk))
+    failed = Record.objects.get(collector_id=collector.pk, record_id="r1")
+    assert (failed.status, failed.failure_reason) == (Record.Status.FAILED, "bad value")
+    assert records_requeue_failed(record_ids=[failed.id]) == 1
+    processor.fail = set()
+    records_process_batch(collector_id=str(collector.pk))
+    assert statuses(collector) == {Record.Status.PROCESSED: 3}
+    assert processor.seen["r1"] == 2
+
+
+def test_a_processor_that_raises_fails_the_batch(client, collector):
+    class Broken:
+        def process(self, records):
+            raise RuntimeError("boom")
+
+    def resolve(candidate):
+        return Broken()
+
+    register_resolver(resolve)
+    try:
+        send(client, collector, 2)
+        records_process_batch(collector_id=str(collector.pk))
+    finally:
+        unregister_resolver(resolve)
+    reasons = set(
+        Record.objects.filter(collector_id=collector.pk).values_list("failure_reason", flat=True)
+    )
+    assert reasons == {"RuntimeError: boom"}
+
+
+def test_concurrent_claims_take_disjoint_batches(client, collector):
+    send(client, collector, 6)
+    first = records_claim(collector_id=str(collector.pk), limit=4)
+    second = records_claim(collector_id=str(collector.pk), limit=4)
+    ids_first = {r.record_id for r in first.records}
+    ids_second = {r.record_id for r in second.records}
+    assert len(ids_first) == 4 and len(ids_second) == 2 and not ids_first & ids_second
+
+
+def test_a_batch_whose_worker_died_is_claimed_again_and_processed_once(
+    client, collector, processor, settings
+):
+    """Worker A claims a batch and dies (never finishes). Before the claim timeout nobody
+    may take it; after it, worker B claims it again and processes it. If A comes back
+    late, its finish is refused and rolled back: every record is processed once."""
+    send(client, collector, 5)
+    timeout = settings.TALLY["COLLECTION"]["CLAIM_TIMEOUT_SECONDS"]
+    start = timezone.now()
+    dead = records_claim(collector_id=str(collector.pk), now=start)
+    assert len(dead.records) == 5
+    assert statuses(collector) == {Record.Status.IN_PROGRESS: 5}
+
+    soon = start + timedelta(seconds=timeout - 1)
+    assert records_process_batch(collector_id=str(collector.pk), now=soon) == 0
+
+    later = start + timedelta(seconds=timeout + 1)
+    assert records_process_batch(collector_id=str(collector.pk), now=later) == 5
+    assert statuses(collector) == {Record.Status.PROCESSED: 5}
+    assert set(processor.seen.values()) == {1}
+
+    from django.db import transaction
+
+    with pytest.raises(ClaimLost), transaction.atomic():
+        processor.process(dead.records)  # the late worker's effects ...
+        claim_finish(claim=dead, failures={})  # ... are rolled back with this error
+    assert statuses(collector) == {Record.Status.PROCESSED: 5}
+
+
+def test_status_counts_follow_the_records(client, collector, processor):
+    processor.fail = {"r0"}
+    send(client, collector, 4)
+    assert collector_status_counts(collector_id=collector.pk) == {
+        "UNPROCESSED": 4,
+        "IN_PROGRESS": 0,
+        "PROCESSED": 0,
+        "FAILED": 0,
+    }
+    records_process_batch(collector_id=str(collector.pk))
+    expected = {"UNPROCESSED": 0, "IN_PROGRESS": 0, "PROCESSED": 3, "FAILED": 1}
+    assert collector_status_counts(collector_id=collector.pk) == expected
+    assert rollups_fold() > 0
+    assert not EventRollupDelta.objects.exists()
+    assert collector_status_counts(collector_id=collector.pk) == expected
+    assert rollups_fold() == 0
+    by_status = {
+        row.status: row.count
+        for row in EventRollup.objects.filter(collector_id=collector.pk)
+        if row.count
+    }
+    assert by_status == {Record.Status.PROCESSED: 3, Record.Status.FAILED: 1}
+
+
+def test_stats_endpoint_reports_counts_and_the_oldest_unprocessed_age(client, collector):
+    empty = client.get(f"{BASE}/{collector.pk}/stats").json()
+    assert empty["oldestUnprocessedAt"] is None and empty["oldestUnprocessedAgeSeconds"] is None
+    send(client, collector, 3)
+    body = client.get(f"{BASE}/{collector.pk}/stats").json()
+    assert body["collectorId"] == str(collector.pk)
+    assert body["counts"] == {"UNPROCESSED": 3, "IN_PROGRESS": 0, "PROCESSED": 0, "FAILED": 0}
+    assert body["oldestUnprocessedAt"].endswith("Z")
+    assert body["oldestUnprocessedAgeSeconds"] >= 0
+
+
+def test_ingestion_signals_the_worker_after_commit(
+    client, collector, django_capture_on_commit_callbacks
+):
+    with django_capture_on_commit_callbacks() as callbacks:
+        send(client, collector, 1)
+    assert len(callbacks) == 1
+
+
+def test_the_pending_sweep_queues_collectors_with_queued_records(
+    client, collector, processor, acme, monkeypatch
+):
+    from collection import selectors
+    from tests.collection.conftest import make_collector
+
+    idle = make_collector(acme, name="Idle")
+    creating = make_collector(acme, name="Creating", active=False)
+    send(client, collector, 2)
+    assert selectors.collectors_with_queued_records() == [collector.pk]
+    queued: list[tuple[str, str]] = []
+    monkeypatch.setattr(tasks.records_process, "delay", lambda c: queued.append(("process", c)))
+    monkeypatch.setattr(
+        tasks.collector_provision, "delay", lambda c: queued.append(("provision", c))
+    )
+    tasks.records_process_pending()
+    assert sorted(queued) == [("process", str(collector.pk)), ("provision", str(creating.pk))]
+    assert str(idle.pk) not in {c for _, c in queued}

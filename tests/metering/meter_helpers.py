@@ -1,0 +1,40 @@
+"""Small builders for meter types and meters, shared by the reset, threshold and
+notification tests."""
+
+from __future__ import annotations
+
+import datetime
+from decimal import Decimal
+
+from metering.models import Meter, MeterType
+from metering.schedule import period_bounds
+from metering.services import customers_ensure
+
+
+def make_type(operator, *, name="api-calls", cron="0 0 * * *", tz="Etc/UTC", **fields):
+    fields.setdefault("unit", "calls")
+    fields.setdefault("aggregation", MeterType.Aggregation.SUM)
+    return MeterType.objects.create(
+        operator=operator, name=name, reset_cron=cron, timezone=tz, **fields
+    )
+
+
+def make_meter(meter_type, *, user_id="alice", at: datetime.datetime, key="m1", **fields):
+    """A meter whose current period contains `at`."""
+    customer = customers_ensure(operator=meter_type.operator, external_ids=[user_id])[user_id]
+    start, end = period_bounds(meter_type.reset_cron, meter_type.timezone, at)
+    fields.setdefault("value", Decimal(0))
+    return Meter.objects.create(
+        operator=meter_type.operator,
+        meter_type=meter_type,
+        customer=customer,
+        meter_key=key,
+        user_id=user_id,
+        period_start=start,
+        period_end=end,
+        **fields,
+    )
+
+
+def utc(*args) -> datetime.datetime:
+    return datetime.datetime(*args, tzinfo=datetime.UTC)
