@@ -127,6 +127,9 @@ REST_FRAMEWORK = {
     "EXCEPTION_HANDLER": "config.api.errors.api_exception_handler",
     "UNAUTHENTICATED_USER": None,
     "COERCE_DECIMAL_TO_STRING": False,
+    # No OPTIONS metadata: it re-runs permission checks as if for other methods, and the
+    # API has no browser clients to describe itself to. OPTIONS answers 405 with Allow.
+    "DEFAULT_METADATA_CLASS": None,
 }
 
 SPECTACULAR_SETTINGS = {

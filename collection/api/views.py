@@ -32,6 +32,7 @@ from collection.rules import IDEMPOTENCY_KEY_MAX_LENGTH, MAX_BATCH_RECORDS, MAX_
 from config.api.exceptions import Conflict, PayloadTooLarge, ServiceUnavailable, Unprocessable
 from config.api.filters import SortFilterBackend
 from config.api.limits import too_large_response
+from config.api.views import caller_operator
 
 COLLECTOR_ID = OpenApiParameter(
     "collector_id", str, OpenApiParameter.PATH, description="The collector's id."
@@ -42,7 +43,7 @@ class OperatorCollectorsMixin:
     """Every view sees only the caller's live collectors; any other id is a 404."""
 
     def get_queryset(self):
-        return Collector.objects.live().filter(operator=self.request.user.operator)
+        return Collector.objects.live().filter(operator=caller_operator(self))
 
     def get_object(self) -> Collector:
         try:
@@ -75,7 +76,7 @@ class CollectorListView(OperatorCollectorsMixin, GenericAPIView):
     }
     rate_limit_group = {"get": "collectors-read", "post": "collectors-write"}
 
-    @extend_schema(operation_id="collectors_list")
+    @extend_schema(operation_id="collectors_list", responses=CollectorSerializer(many=True))
     def get(self, request: Request) -> Response:
         queryset = self.filter_queryset(self.get_queryset())
         page = self.paginate_queryset(queryset)
@@ -163,6 +164,7 @@ class IngestionView(OperatorCollectorsMixin, APIView):
 
     required_scopes = {"post": "online-collection:ingest:collectors"}
     rate_limit_group = "ingestion"
+    extra_error_statuses = ["422", "503"]
     max_body_bytes = MAX_BODY_BYTES
     parser_classes: list = []
 

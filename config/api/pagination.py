@@ -27,13 +27,20 @@ def _non_negative_int(request, name: str, default: int, maximum: int | None = No
     return value
 
 
+def list_key_for(view) -> str:
+    """The name of a list's array: the view's `get_list_key()` or `list_key`."""
+    if hasattr(view, "get_list_key"):
+        return view.get_list_key()
+    return getattr(view, "list_key", "items")
+
+
 class LimitSkipPagination(BasePagination):
     """The list key comes from the view's `list_key` (e.g. "meterTypes")."""
 
     def paginate_queryset(self, queryset, request, view=None) -> list[Any]:
         self.limit = _non_negative_int(request, "limit", DEFAULT_LIMIT, MAX_LIMIT)
         self.skip = _non_negative_int(request, "skip", 0)
-        self.list_key = view.list_key
+        self.list_key = list_key_for(view)
         self.total = queryset.count()
         if self.limit == 0 or self.skip >= self.total:
             return []
@@ -43,10 +50,11 @@ class LimitSkipPagination(BasePagination):
         return Response({self.list_key: data, "total": self.total})
 
     def get_paginated_response_schema(self, schema: dict) -> dict:
+        key = getattr(self, "list_key", "items")
         return {
             "type": "object",
-            "required": ["total"],
-            "properties": {"total": {"type": "integer"}, "items": schema},
+            "required": [key, "total"],
+            "properties": {key: schema, "total": {"type": "integer"}},
         }
 
     def get_schema_operation_parameters(self, view) -> list[dict]:

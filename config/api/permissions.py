@@ -14,12 +14,16 @@ from config.api.authentication import ApiClient, PlatformPrincipal
 from tenants.scopes import scope_granted
 
 
-def required_scope_for(request, view) -> str:
+def required_scope_for(request, view) -> str | None:
+    """The scope this request needs; None for OPTIONS, which only describes the endpoint
+    (any valid token may ask)."""
+    if request.method == "OPTIONS":
+        return None
     scopes: dict[str, str] = getattr(view, "required_scopes", None) or {}
     action = getattr(view, "action", None)
     scope = scopes.get(action) if action else None
     scope = scope or scopes.get(request.method.lower())
-    if scope is None and request.method in ("HEAD", "OPTIONS"):
+    if scope is None and request.method == "HEAD":
         scope = scopes.get("get") or scopes.get("list") or scopes.get("retrieve")
     if scope is None:
         raise ImproperlyConfigured(
@@ -40,7 +44,7 @@ class OperatorScopePermission(BasePermission):
             # missing-scope error, for a method the view does not have.
             raise exceptions.MethodNotAllowed(request.method)
         scope = required_scope_for(request, view)
-        if not scope_granted(scope, principal.scopes):
+        if scope is not None and not scope_granted(scope, principal.scopes):
             raise exceptions.PermissionDenied(f"This endpoint requires the scope {scope}.")
         return True
 

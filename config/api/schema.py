@@ -6,6 +6,8 @@ from drf_spectacular.extensions import OpenApiAuthenticationExtension
 from drf_spectacular.openapi import AutoSchema
 from drf_spectacular.plumbing import build_object_type
 
+from config.api.pagination import list_key_for
+
 ERROR_SCHEMA = build_object_type(
     properties={
         "status": {"type": "integer", "example": 400},
@@ -30,7 +32,10 @@ ERROR_DESCRIPTIONS = {
     "403": "Forbidden: the token lacks the scope, or the operator is suspended",
     "404": "Not found",
     "405": "Method not allowed",
-    "409": "Conflict",
+    "409": "Conflict: a uniqueness rule, a quota, or a request still in progress",
+    "415": "Unsupported media type: send application/json",
+    "422": "Unprocessable: the Idempotency-Key was used with another body",
+    "503": "Service unavailable: nothing was stored; retry",
     "413": "Request body too large",
     "429": "Too many requests: see Retry-After and RateLimit-* headers",
     "500": "An unexpected internal error",
@@ -67,6 +72,9 @@ class TallyAutoSchema(AutoSchema):
         statuses = ["400", "401", "404", "405", "413", "429", "500"]
         if self._required_scope():
             statuses.append("403")
+        if self.method in ("POST", "PUT", "PATCH", "DELETE"):
+            statuses += ["409", "415"]
+        statuses += getattr(self.view, "extra_error_statuses", [])
         for status in statuses:
             responses.setdefault(
                 status,
@@ -76,6 +84,13 @@ class TallyAutoSchema(AutoSchema):
                 },
             )
         return responses
+
+    def _get_paginator(self):
+        paginator = super()._get_paginator()
+        if paginator is not None:
+            # Each list names its array ("meterTypes", "parameters", …).
+            paginator.list_key = list_key_for(self.view)
+        return paginator
 
     def _required_scope(self) -> str | None:
         scopes = getattr(self.view, "required_scopes", None) or {}

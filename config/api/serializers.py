@@ -18,6 +18,8 @@ from config.api.renderers import format_datetime, normalize_decimal
 
 
 def camel_case(name: str) -> str:
+    if not name.islower():
+        return name  # constant-style names (IN_PROGRESS) are values, not attributes
     head, *rest = name.split("_")
     return head + "".join(part[:1].upper() + part[1:] for part in rest)
 

@@ -16,7 +16,13 @@ def rate_limit_group_for(request, view) -> str:
     group = getattr(view, "rate_limit_group", None)
     if isinstance(group, dict):
         action = getattr(view, "action", None)
-        group = group.get(action) or group.get(request.method.lower()) or group.get("default")
+        group = (
+            group.get(action)
+            or group.get(request.method.lower())
+            or group.get("default")
+            # OPTIONS and other requests no handler claims: the view's first group.
+            or next(iter(group.values()), None)
+        )
     if not group:
         raise ImproperlyConfigured(f"{type(view).__name__} does not name a rate_limit_group.")
     return group

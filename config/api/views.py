@@ -14,3 +14,11 @@ class PlatformAPIView(APIView):
     authentication_classes = [PlatformKeyAuthentication]
     permission_classes = [PlatformKeyPermission]
     rate_limit_group = "platform"
+
+
+def caller_operator(view):
+    """The operator whose rows a view may touch; None while the OpenAPI schema is built
+    (there is no caller then, and None matches no rows)."""
+    if getattr(view, "swagger_fake_view", False):
+        return None
+    return view.request.user.operator

@@ -5,6 +5,7 @@ from datetime import timedelta
 from decimal import Decimal
 
 from django.utils import timezone
+from drf_spectacular.utils import extend_schema_field
 from rest_framework import serializers
 
 from config.api.renderers import normalize_decimal
@@ -70,18 +71,49 @@ class ThresholdListField(serializers.ListField):
         return thresholds_to_wire(value)
 
 
-class AggregationSerializer(TallySerializer):
-    type = serializers.ChoiceField(choices=MeterType.Aggregation.values)
+@extend_schema_field(
+    {
+        "type": "object",
+        "properties": {"type": {"type": "string", "enum": MeterType.Aggregation.values}},
+        "required": ["type"],
+    }
+)
+class AggregationField(serializers.Field):
+    """`{"type": "Sum"}` on the wire; one column in the model."""
+
+    def to_internal_value(self, data):
+        if not isinstance(data, dict) or set(data) != {"type"}:
+            raise serializers.ValidationError('Must be an object like {"type": "Sum"}.')
+        if data["type"] not in MeterType.Aggregation.values:
+            allowed = ", ".join(MeterType.Aggregation.values)
+            raise serializers.ValidationError({"type": f"Must be one of: {allowed}."})
+        return data["type"]
+
+    def to_representation(self, value):
+        return {"type": value}
 
 
-class ResetScheduleSerializer(TallySerializer):
-    cron = StrictCharField(max_length=120)
+@extend_schema_field(
+    {
+        "type": "object",
+        "properties": {"cron": {"type": "string", "example": "0 0 1 * *"}},
+        "required": ["cron"],
+    }
+)
+class ResetScheduleField(serializers.Field):
+    """`{"cron": "0 0 1 * *"}` on the wire; the expression in the model."""
 
-    def validate_cron(self, value: str) -> str:
-        problem = cron_problem(value)
+    def to_internal_value(self, data):
+        if not isinstance(data, dict) or set(data) != {"cron"}:
+            raise serializers.ValidationError('Must be an object like {"cron": "0 0 1 * *"}.')
+        expression = data["cron"]
+        problem = cron_problem(expression)
         if problem:
-            raise serializers.ValidationError(problem)
-        return " ".join(value.split())
+            raise serializers.ValidationError({"cron": problem})
+        return " ".join(expression.split())
+
+    def to_representation(self, value):
+        return {"cron": value}
 
 
 def _name_problem(value: str) -> str | None:
@@ -101,10 +133,8 @@ class MeterTypeSerializer(TallyModelSerializer):
     unit = StrictCharField(max_length=50)
     capacity = NumberField(required=False, allow_null=True, min_value=0)
     timezone = StrictCharField(max_length=64)
-    # Nested on the wire, flat columns here: written through source="*", read back in
-    # to_representation.
-    aggregation = AggregationSerializer(source="*", write_only=True)
-    reset_schedule = ResetScheduleSerializer(source="*", write_only=True)
+    aggregation = AggregationField()
+    reset_schedule = ResetScheduleField(source="reset_cron")
     thresholds = ThresholdListField(required=False)
     active_from = DateTimeField(required=False, allow_null=True)
     active_to = DateTimeField(required=False, allow_null=True)
@@ -169,20 +199,9 @@ class MeterTypeSerializer(TallyModelSerializer):
 
     def to_representation(self, instance):
         data = super().to_representation(instance)
-        data["aggregation"] = {"type": instance.aggregation}
-        data["resetSchedule"] = {"cron": instance.reset_cron}
         if data.get("numberOfMeters") is None:
             data["numberOfMeters"] = instance.meters.count()
         return data
-
-    def to_internal_value(self, data):
-        attrs = super().to_internal_value(data)
-        # Nested `{"type"}` / `{"cron"}` land flat on the model's columns.
-        if "type" in attrs:
-            attrs["aggregation"] = attrs.pop("type")
-        if "cron" in attrs:
-            attrs["reset_cron"] = attrs.pop("cron")
-        return attrs
 
 
 def _wire(field: str) -> str:

@@ -13,6 +13,7 @@ from rest_framework.response import Response
 
 from config.api.exceptions import Conflict
 from config.api.filters import SortFilterBackend
+from config.api.views import caller_operator
 from metering import services
 from metering.api.serializers import (
     MeterCreateSerializer,
@@ -56,7 +57,7 @@ class MeterTypeViewSet(viewsets.GenericViewSet):
     }
 
     def get_queryset(self):
-        return MeterType.objects.filter(operator=self.request.user.operator).annotate(
+        return MeterType.objects.filter(operator=caller_operator(self)).annotate(
             number_of_meters=Count("meters")
         )
 
@@ -121,9 +122,10 @@ class MeterViewSet(viewsets.GenericViewSet):
     }
 
     def get_queryset(self):
-        return Meter.objects.filter(operator=self.request.user.operator).select_related(
-            "meter_type"
-        )
+        return Meter.objects.filter(operator=caller_operator(self)).select_related("meter_type")
+
+    def get_list_key(self) -> str:
+        return "periods" if self.action == "periods" else self.list_key
 
     def list(self, request: Request) -> Response:
         page = self.paginate_queryset(self.filter_queryset(self.get_queryset()))
@@ -169,7 +171,6 @@ class MeterViewSet(viewsets.GenericViewSet):
         """Closed periods of the meter, newest first."""
         meter = self.get_object()
         periods = MeterPeriod.objects.filter(meter=meter).order_by("-period_start")
-        self.list_key = "periods"
         page = self.paginate_queryset(periods)
         return self.get_paginated_response(MeterPeriodSerializer(page, many=True).data)
 

@@ -12,6 +12,7 @@ from rest_framework.response import Response
 
 from config.api.exceptions import Conflict
 from config.api.filters import SortFilterBackend
+from config.api.views import caller_operator
 from parameters.api.serializers import (
     ParameterCreateSerializer,
     ParameterDeleteResultSerializer,
@@ -32,7 +33,7 @@ from parameters.services import (
 
 class OperatorParametersMixin:
     def get_queryset(self):
-        return Parameter.objects.filter(operator=self.request.user.operator)
+        return Parameter.objects.filter(operator=caller_operator(self))
 
 
 class ParameterListView(OperatorParametersMixin, GenericAPIView):
@@ -51,7 +52,7 @@ class ParameterListView(OperatorParametersMixin, GenericAPIView):
     }
     rate_limit_group = {"delete": "parameters-delete", "default": "parameters"}
 
-    @extend_schema(operation_id="parameters_list")
+    @extend_schema(operation_id="parameters_list", responses=ParameterSerializer(many=True))
     def get(self, request: Request) -> Response:
         queryset = self.filter_queryset(self.get_queryset())
         page = self.paginate_queryset(queryset)

@@ -330,3 +330,15 @@ def test_expired_token_is_refused_even_when_cached(acme, api_client, settings):
     token.expires = past
     AccessToken.objects.update(expires=past)
     assert_error_body(client.get("/test/applications"), 401)
+
+
+# OPTIONS is not offered: 405 in the shared shape, with the methods that are
+
+
+@pytest.mark.parametrize("path", ["/test/applications", "/test/echo"])
+def test_options_answers_405_with_allow(db, api_client, path):
+    tenant = make_tenant("Describer", scopes=["metrics:read"])
+    response = api_client(tenant.token).options(path)
+    assert_error_body(response, 405)
+    assert "GET" in response["Allow"] or "POST" in response["Allow"]
+    assert_error_body(api_client().options(path), 401)

@@ -189,3 +189,11 @@ def test_platform_keys_are_refused_on_operator_endpoints(api_client, platform_ke
 
     body = assert_error_body(response, 401)
     assert "Platform API keys" in body["message"]
+
+
+def test_put_with_a_null_contact_email_is_400(api_client, platform_key):
+    response = api_client(platform_key).put(
+        "/platform-api/settings", {"name": "Tally", "contactEmail": None}
+    )
+    body = assert_error_body(response, 400)
+    assert body["details"][0]["field"] == "contactEmail"
