@@ -1,8 +1,12 @@
 from __future__ import annotations
 
+from django import forms
 from django.contrib import admin
 from django.db.models import Count
+from rest_framework import serializers
 
+from config.api.errors import flatten_validation_errors
+from metering.api.serializers import ThresholdListField, name_problem
 from metering.models import (
     Alert,
     Customer,
@@ -13,6 +17,7 @@ from metering.models import (
     Notification,
     WebhookEndpoint,
 )
+from metering.schedule import cron_problem, timezone_problem
 
 
 @admin.register(Customer)
@@ -31,8 +36,97 @@ class CustomerAdmin(admin.ModelAdmin):
         return obj._meter_count
 
 
+def _clean_thresholds(value):
+    """Thresholds as the API accepts them (None keeps the type's, on meters)."""
+    if value is None:
+        return None
+    try:
+        return ThresholdListField().run_validation(value)
+    except serializers.ValidationError as exc:
+        messages = [
+            f"{item['field']}: {item['message']}" if item["field"] else item["message"]
+            for item in flatten_validation_errors(exc.detail)
+        ]
+        raise forms.ValidationError(messages) from None
+
+
+def _clean_capacity(value):
+    if value is not None and value < 0:
+        raise forms.ValidationError("Must not be negative.")
+    return value
+
+
+class MeterTypeForm(forms.ModelForm):
+    """Validates like the API: name pattern, cron, timezone, thresholds, capacity."""
+
+    class Meta:
+        model = MeterType
+        fields = [
+            "operator",
+            "name",
+            "external_ref",
+            "category",
+            "description",
+            "unit",
+            "aggregation",
+            "capacity",
+            "timezone",
+            "reset_cron",
+            "thresholds",
+            "active_from",
+            "active_to",
+        ]
+
+    def clean_name(self):
+        problem = name_problem(self.cleaned_data["name"])
+        if problem:
+            raise forms.ValidationError(problem)
+        return self.cleaned_data["name"]
+
+    def clean_reset_cron(self):
+        problem = cron_problem(self.cleaned_data["reset_cron"])
+        if problem:
+            raise forms.ValidationError(problem)
+        return " ".join(self.cleaned_data["reset_cron"].split())
+
+    def clean_timezone(self):
+        problem = timezone_problem(self.cleaned_data["timezone"])
+        if problem:
+            raise forms.ValidationError(problem)
+        return self.cleaned_data["timezone"]
+
+    def clean_thresholds(self):
+        return _clean_thresholds(self.cleaned_data.get("thresholds")) or []
+
+    def clean_capacity(self):
+        return _clean_capacity(self.cleaned_data.get("capacity"))
+
+    def clean_external_ref(self):
+        return self.cleaned_data.get("external_ref") or None
+
+    def clean(self):
+        cleaned = super().clean()
+        start, end = cleaned.get("active_from"), cleaned.get("active_to")
+        if start and end and end <= start:
+            self.add_error("active_to", "Must be after active from.")
+        return cleaned
+
+
+class MeterForm(forms.ModelForm):
+    class Meta:
+        model = Meter
+        fields = ["capacity", "thresholds", "custom_fields", "delete_on_reset"]
+
+    def clean_thresholds(self):
+        return _clean_thresholds(self.cleaned_data.get("thresholds"))
+
+    def clean_capacity(self):
+        return _clean_capacity(self.cleaned_data.get("capacity"))
+
+
 @admin.register(MeterType)
 class MeterTypeAdmin(admin.ModelAdmin):
+    form = MeterTypeForm
     list_display = [
         "name",
         "operator",
@@ -76,6 +170,7 @@ class PeriodInline(admin.TabularInline):
 
 @admin.register(Meter)
 class MeterAdmin(admin.ModelAdmin):
+    form = MeterForm
     list_display = [
         "user_id",
         "meter_key",

@@ -116,7 +116,7 @@ class ResetScheduleField(serializers.Field):
         return {"cron": value}
 
 
-def _name_problem(value: str) -> str | None:
+def name_problem(value: str) -> str | None:
     if not NAME_PATTERN.match(value):
         return "May contain only letters, digits, spaces and - _ . ( )."
     return None
@@ -165,7 +165,7 @@ class MeterTypeSerializer(TallyModelSerializer):
         immutable_fields = ["aggregation"]
 
     def validate_name(self, value: str) -> str:
-        problem = _name_problem(value)
+        problem = name_problem(value)
         if problem:
             raise serializers.ValidationError(problem)
         return value

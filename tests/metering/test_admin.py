@@ -70,3 +70,66 @@ def test_meter_change_page_and_type_counts(staff, meter):
 def test_meter_type_aggregation_is_read_only_once_created(staff, meter):
     page = staff.get(f"/admin/metering/metertype/{meter.meter_type_id}/change/").content.decode()
     assert 'name="aggregation"' not in page
+
+
+def _type_form(meter, **changes):
+    data = {
+        "operator": meter.operator_id,
+        "name": "Calls",
+        "external_ref": "",
+        "category": "DEFAULT",
+        "description": "",
+        "unit": "calls",
+        "capacity": "200",
+        "timezone": "Etc/UTC",
+        "reset_cron": "0 0 * * *",
+        "thresholds": "[]",
+        "active_from_0": "",
+        "active_from_1": "",
+        "active_to_0": "",
+        "active_to_1": "",
+    }
+    data.update(changes)
+    return data
+
+
+@pytest.mark.parametrize(
+    "changes, message",
+    [
+        ({"reset_cron": "61 * * * *"}, "cron"),
+        ({"timezone": "Mars/Base"}, "IANA"),
+        ({"name": "bad/name"}, "May contain only"),
+        ({"thresholds": '[{"value": -1}]'}, "value"),
+        ({"thresholds": '[{"percent": 5}]'}, "Unknown field"),
+        ({"capacity": "-5"}, "negative"),
+    ],
+)
+def test_meter_type_form_validates_like_the_api(staff, meter, changes, message):
+    url = f"/admin/metering/metertype/{meter.meter_type_id}/change/"
+    response = staff.post(url, _type_form(meter, **changes))
+    assert response.status_code == 200
+    assert message in response.content.decode()
+    assert MeterType.objects.get(pk=meter.meter_type_id).reset_cron == "0 0 * * *"
+
+
+def test_meter_type_form_saves_valid_changes(staff, meter):
+    url = f"/admin/metering/metertype/{meter.meter_type_id}/change/"
+    response = staff.post(
+        url, _type_form(meter, reset_cron="0  * * * *", thresholds='[{"value": 50}]')
+    )
+    assert response.status_code == 302, response.content.decode()[:3000]
+    saved = MeterType.objects.get(pk=meter.meter_type_id)
+    assert saved.reset_cron == "0 * * * *"
+    assert saved.thresholds == [{"value": "50"}]
+
+
+def test_meter_form_refuses_bad_thresholds(staff, meter):
+    url = f"/admin/metering/meter/{meter.pk}/change/"
+    data = {
+        "capacity": "",
+        "thresholds": '[{"value": 1, "capacityPercentage": 2}]',
+        "custom_fields": "{}",
+    }
+    response = staff.post(url, data)
+    assert response.status_code == 200
+    assert "exactly one" in response.content.decode()
