@@ -15,7 +15,6 @@ with its own connection), as two Celery workers would share a large reset.
 from __future__ import annotations
 
 import argparse
-import os
 import sys
 import time
 from pathlib import Path
@@ -37,20 +36,10 @@ def main() -> None:
     args = parser.parse_args()
 
     sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
-    from bench.support.scratch import create_scratch_database, drop_scratch_database
+    from bench.support.scratch import django_on_scratch_database
 
-    scratch_url, base_url = create_scratch_database(BENCH_DB)
-    os.environ["DATABASE_URL"] = scratch_url
-    os.environ.setdefault("REDIS_URL", "redis://127.0.0.1:6379/0")
-    os.environ.setdefault("SECRET_KEY", "bench-only")
-    os.environ["DJANGO_SETTINGS_MODULE"] = "config.settings"
-    try:
+    with django_on_scratch_database(BENCH_DB):
         run(args)
-    finally:
-        from django.db import connections
-
-        connections.close_all()
-        drop_scratch_database(base_url, BENCH_DB)
 
 
 def run(args) -> None:

@@ -22,7 +22,6 @@ Printed in the same run:
 from __future__ import annotations
 
 import argparse
-import os
 import random
 import sys
 import time
@@ -44,21 +43,10 @@ def main() -> None:
     args = parser.parse_args()
 
     sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
-    from bench.support.scratch import create_scratch_database, drop_scratch_database
+    from bench.support.scratch import django_on_scratch_database
 
-    scratch_url, base_url = create_scratch_database(BENCH_DB)
-    os.environ["DATABASE_URL"] = scratch_url
-    os.environ.setdefault("REDIS_URL", "redis://127.0.0.1:6379/0")
-    os.environ.setdefault("SECRET_KEY", "bench-only")
-    os.environ["DJANGO_SETTINGS_MODULE"] = "config.settings"
-    try:
+    with django_on_scratch_database(BENCH_DB, keep=args.keep):
         run(args)
-    finally:
-        from django.db import connections
-
-        connections.close_all()
-        if not args.keep:
-            drop_scratch_database(base_url, BENCH_DB)
 
 
 class Workload:

@@ -3,6 +3,9 @@
 from __future__ import annotations
 
 import os
+import sys
+from collections.abc import Iterator
+from contextlib import contextmanager
 from urllib.parse import urlsplit, urlunsplit
 
 DEFAULT_URL = "postgres://postgres@127.0.0.1:5432/tally"
@@ -25,3 +28,22 @@ def create_scratch_database(name: str) -> tuple[str, str]:
 
 def drop_scratch_database(base_url: str, name: str) -> None:
     _admin(base_url, f"DROP DATABASE IF EXISTS {name} WITH (FORCE)")
+
+
+@contextmanager
+def django_on_scratch_database(name: str, *, keep: bool = False) -> Iterator[None]:
+    """Point this process's Django at a fresh database `name`; drop it afterwards."""
+    scratch_url, base_url = create_scratch_database(name)
+    os.environ["DATABASE_URL"] = scratch_url
+    os.environ.setdefault("REDIS_URL", "redis://127.0.0.1:6379/0")
+    os.environ.setdefault("SECRET_KEY", "bench-only")
+    os.environ["DJANGO_SETTINGS_MODULE"] = "config.settings"
+    try:
+        yield
+    finally:
+        if "django.db" in sys.modules:
+            from django.db import connections
+
+            connections.close_all()
+        if not keep:
+            drop_scratch_database(base_url, name)
