@@ -29,6 +29,7 @@ INSTALLED_APPS = [
     "django_filters",
     "oauth2_provider",
     "drf_spectacular",
+    "drf_spectacular_sidecar",
     "django_celery_beat",
     "tenants",
     "parameters",
@@ -140,6 +141,11 @@ SPECTACULAR_SETTINGS = {
     ),
     "VERSION": "1",
     "SERVE_INCLUDE_SCHEMA": False,
+    # The docs page's scripts are served by Tally itself, not a CDN: self-hosted installs
+    # are often offline.
+    "SWAGGER_UI_DIST": "SIDECAR",
+    "SWAGGER_UI_FAVICON_HREF": "SIDECAR",
+    "REDOC_DIST": "SIDECAR",
     "COMPONENT_SPLIT_REQUEST": True,
     # The schema and docs are public: read no credentials there, so a bearer token sent
     # along is neither refused nor charged to a rate-limit group these views do not have.

@@ -6,6 +6,7 @@ from django.db.models import Count
 from rest_framework import serializers
 
 from config.api.errors import flatten_validation_errors
+from config.api.renderers import normalize_decimal
 from metering.api.serializers import ThresholdListField, name_problem
 from metering.models import (
     Alert,
@@ -34,6 +35,11 @@ class CustomerAdmin(admin.ModelAdmin):
     @admin.display(description="meters", ordering="_meter_count")
     def meter_count(self, obj: Customer) -> int:
         return obj._meter_count
+
+
+def _exact(value):
+    """A decimal without the column's trailing zeros (49.5, not 49.5000000000)."""
+    return None if value is None else normalize_decimal(value)
 
 
 def _clean_thresholds(value):
@@ -176,7 +182,7 @@ class MeterAdmin(admin.ModelAdmin):
         "meter_key",
         "meter_type",
         "operator",
-        "value",
+        "value_shown",
         "capacity_shown",
         "usage_percent",
         "period_start",
@@ -216,9 +222,13 @@ class MeterAdmin(admin.ModelAdmin):
     def has_add_permission(self, request) -> bool:
         return False  # meters are created through the API or by usage
 
+    @admin.display(description="value", ordering="value")
+    def value_shown(self, obj: Meter):
+        return _exact(obj.value)
+
     @admin.display(description="capacity")
     def capacity_shown(self, obj: Meter):
-        return obj.effective_capacity
+        return _exact(obj.effective_capacity)
 
     @admin.display(description="used")
     def usage_percent(self, obj: Meter) -> str:
@@ -236,7 +246,7 @@ class MeterPeriodAdmin(admin.ModelAdmin):
         "meter_type",
         "period_start",
         "period_end",
-        "value",
+        "value_shown",
         "record_count",
         "corrected_at",
     ]
@@ -251,6 +261,10 @@ class MeterPeriodAdmin(admin.ModelAdmin):
     def has_change_permission(self, request, obj=None) -> bool:
         return False
 
+    @admin.display(description="value", ordering="value")
+    def value_shown(self, obj: MeterPeriod):
+        return _exact(obj.value)
+
 
 @admin.register(Alert)
 class AlertAdmin(admin.ModelAdmin):
@@ -258,8 +272,8 @@ class AlertAdmin(admin.ModelAdmin):
         "crossed_at",
         "meter",
         "threshold_key",
-        "threshold_value",
-        "meter_value",
+        "threshold_shown",
+        "meter_value_shown",
         "period_start",
     ]
     list_filter = ["operator"]
@@ -271,6 +285,14 @@ class AlertAdmin(admin.ModelAdmin):
 
     def has_change_permission(self, request, obj=None) -> bool:
         return False
+
+    @admin.display(description="threshold", ordering="threshold_value")
+    def threshold_shown(self, obj: Alert):
+        return _exact(obj.threshold_value)
+
+    @admin.display(description="meter value", ordering="meter_value")
+    def meter_value_shown(self, obj: Alert):
+        return _exact(obj.meter_value)
 
 
 class DeliveryAttemptInline(admin.TabularInline):

@@ -135,3 +135,15 @@ def test_docs_page_is_html(db):
     assert response.status_code == 200
     assert response["Content-Type"].startswith("text/html")
     assert "/api/schema/" in response.content.decode()
+
+
+def test_docs_page_serves_its_own_assets(client):
+    page = client.get("/api/docs/").content.decode()
+    assert "drf_spectacular_sidecar" in page
+    assert "cdn.jsdelivr" not in page and "unpkg.com" not in page
+
+
+def test_root_leads_to_the_admin(client):
+    response = client.get("/")
+    assert response.status_code == 302
+    assert response["Location"] == "/admin/"

@@ -133,3 +133,9 @@ def test_meter_form_refuses_bad_thresholds(staff, meter):
     response = staff.post(url, data)
     assert response.status_code == 200
     assert "exactly one" in response.content.decode()
+
+
+def test_meter_list_shows_exact_trimmed_values(staff, meter):
+    page = staff.get("/admin/metering/meter/").content.decode()
+    assert ">50<" in page and ">200<" in page
+    assert "50.0000000000" not in page
