@@ -2,6 +2,7 @@ from __future__ import annotations
 
 from django import forms
 from django.contrib import admin
+from django.db import models
 from django.db.models import Count
 from rest_framework import serializers
 
@@ -338,6 +339,7 @@ class NotificationAdmin(admin.ModelAdmin):
 
 @admin.register(WebhookEndpoint)
 class WebhookEndpointAdmin(admin.ModelAdmin):
+    formfield_overrides = {models.URLField: {"assume_scheme": "https"}}
     list_display = ["operator", "url", "enabled", "created_at"]
     list_filter = ["enabled"]
     list_select_related = ["operator"]
