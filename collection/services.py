@@ -19,6 +19,7 @@ from django.utils import timezone
 
 from collection.models import (
     Collector,
+    EventRollup,
     EventRollupDelta,
     IdempotencyKey,
     Record,
@@ -26,6 +27,7 @@ from collection.models import (
 from collection.parsing import PreparedBatch
 from collection.processing import processor_for
 from collection.rules import DEDUP_WINDOW, MAX_COLLECTORS_PER_OPERATOR
+from config.db import deltas_fold
 from tenants.models import Operator, UsageCounterDelta
 from tenants.services import GATEWAY_REQUEST, usage_counter_add
 
@@ -576,31 +578,12 @@ def records_requeue_failed(*, record_ids: list[int]) -> int:
 
 
 def rollups_fold() -> int:
-    """Move rollup deltas into their buckets; returns how many deltas were folded.
-
-    DELETE … RETURNING takes each delta exactly once, even with two folds at a time.
-    """
-    with transaction.atomic(), connection.cursor() as cursor:
-        cursor.execute(
-            """
-            WITH moved AS (
-                DELETE FROM collection_eventrollupdelta RETURNING *
-            ), summed AS (
-                SELECT operator_id, collector_id, type, status, hour, sum(count) AS count,
-                    count(*) AS deltas
-                FROM moved GROUP BY operator_id, collector_id, type, status, hour
-            ), upserted AS (
-                INSERT INTO collection_eventrollup
-                    (operator_id, collector_id, type, status, hour, count)
-                SELECT operator_id, collector_id, type, status, hour, count FROM summed
-                ORDER BY operator_id, collector_id, type, status, hour
-                ON CONFLICT (operator_id, collector_id, type, status, hour)
-                DO UPDATE SET count = collection_eventrollup.count + EXCLUDED.count
-            )
-            SELECT coalesce(sum(deltas), 0) FROM summed
-            """
-        )
-        return int(cursor.fetchone()[0])
+    """Move rollup deltas into their buckets; returns how many deltas were folded."""
+    return deltas_fold(
+        deltas_table=EventRollupDelta._meta.db_table,
+        buckets_table=EventRollup._meta.db_table,
+        keys=["operator_id", "collector_id", "type", "status", "hour"],
+    )
 
 
 def record_keys_sweep(*, now: datetime | None = None, batch_size: int = 50_000) -> int:

@@ -11,11 +11,11 @@ from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 
 from django.core.cache import cache
-from django.db import connection as db_connection
 from django.db import transaction
 from django.utils import timezone
 from oauth2_provider.models import AccessToken, Application
 
+from config.db import deltas_fold
 from tenants.models import (
     ApplicationAccess,
     Operator,
@@ -212,30 +212,9 @@ def usage_counter_add(
 
 
 def usage_counters_fold() -> int:
-    """Move counter deltas into their hourly buckets; returns how many were folded.
-
-    DELETE … RETURNING takes each delta exactly once, even with two folds at a time, and
-    the upsert adds to the bucket in one statement.
-    """
-    counters = UsageCounter._meta.db_table
-    deltas = UsageCounterDelta._meta.db_table
-    with transaction.atomic(), db_connection.cursor() as cursor:
-        cursor.execute(
-            f"""
-            WITH moved AS (
-                DELETE FROM {deltas} RETURNING operator_id, hour, kind, key, connection, count
-            ), summed AS (
-                SELECT operator_id, hour, kind, key, connection, sum(count) AS count,
-                    count(*) AS deltas
-                FROM moved GROUP BY operator_id, hour, kind, key, connection
-            ), upserted AS (
-                INSERT INTO {counters} (operator_id, hour, kind, key, connection, count)
-                SELECT operator_id, hour, kind, key, connection, count FROM summed
-                ORDER BY operator_id, hour, kind, key, connection
-                ON CONFLICT (operator_id, hour, kind, key, connection)
-                DO UPDATE SET count = {counters}.count + EXCLUDED.count
-            )
-            SELECT coalesce(sum(deltas), 0) FROM summed
-            """  # noqa: S608 - the table names are the models' own
-        )
-        return int(cursor.fetchone()[0])
+    """Move counter deltas into their hourly buckets; returns how many were folded."""
+    return deltas_fold(
+        deltas_table=UsageCounterDelta._meta.db_table,
+        buckets_table=UsageCounter._meta.db_table,
+        keys=["operator_id", "hour", "kind", "key", "connection"],
+    )
