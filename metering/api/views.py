@@ -155,7 +155,7 @@ class MeterViewSet(viewsets.GenericViewSet):
     @extend_schema(request=MeterUpdateSerializer, responses={200: MeterSerializer})
     def partial_update(self, request: Request, pk: str) -> Response:
         meter = self.get_object()
-        serializer = MeterUpdateSerializer(data=request.data)
+        serializer = MeterUpdateSerializer(meter, data=request.data)
         serializer.is_valid(raise_exception=True)
         services.meter_update(meter=meter, **serializer.validated_data)
         return Response(self.get_serializer(meter).data)

@@ -51,14 +51,9 @@ class ParameterUpdateSerializer(TallySerializer):
         required=False, allow_blank=True, max_length=DESCRIPTION_MAX_LENGTH, trim_whitespace=False
     )
 
-    def to_internal_value(self, data):
-        if isinstance(data, dict):
-            fixed = {
-                key: ["This field cannot be changed."] for key in ("name", "type") if key in data
-            }
-            if fixed:
-                raise serializers.ValidationError(fixed)
-        return super().to_internal_value(data)
+    class Meta:
+        # Refused by the shared mixin when the view passes the parameter as instance.
+        immutable_fields = ["name", "type"]
 
     def validate_value(self, value: str) -> str:
         problem = value_problem(value)

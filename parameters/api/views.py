@@ -127,7 +127,7 @@ class ParameterDetailView(OperatorParametersMixin, GenericAPIView):
     )
     def patch(self, request: Request, name: str) -> Response:
         parameter = self.get_object()
-        serializer = ParameterUpdateSerializer(data=request.data)
+        serializer = ParameterUpdateSerializer(parameter, data=request.data)
         serializer.is_valid(raise_exception=True)
         parameter_update(parameter=parameter, **serializer.validated_data)
         return Response({"name": parameter.name})
