@@ -260,7 +260,16 @@ def _token_operation() -> dict:
     }
 
 
+# The reference product's clients fetch tokens from the second path; both are one view.
+TOKEN_PATHS = {
+    "/oauth/token": "oauth_token",
+    "/authentication/v1/oauth/token": "authentication_oauth_token",
+}
+
+
 def add_token_endpoint(result, generator, request, public):
-    """drf-spectacular postprocessing hook: add `POST /oauth/token` to the schema."""
-    result.setdefault("paths", {})["/oauth/token"] = {"post": _token_operation()}
+    """drf-spectacular postprocessing hook: add the token endpoint, at both its paths."""
+    paths = result.setdefault("paths", {})
+    for path, operation_id in TOKEN_PATHS.items():
+        paths[path] = {"post": {**_token_operation(), "operationId": operation_id}}
     return result

@@ -147,3 +147,10 @@ def test_root_leads_to_the_admin(client):
     response = client.get("/")
     assert response.status_code == 302
     assert response["Location"] == "/admin/"
+
+
+def test_schema_lists_the_token_endpoint_at_both_paths(schema):
+    ours = schema["paths"]["/oauth/token"]["post"]
+    reference = schema["paths"]["/authentication/v1/oauth/token"]["post"]
+    assert ours["operationId"] != reference["operationId"]
+    assert {**reference, "operationId": None} == {**ours, "operationId": None}

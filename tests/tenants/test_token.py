@@ -237,8 +237,12 @@ def test_token_requests_are_rate_limited_per_client_id(app_credentials, settings
 
 
 @pytest.mark.django_db(transaction=True)
-def test_client_credentials_flow_against_a_live_server(live_server, settings, monkeypatch):
-    """A real OAuth2 client library gets a token over HTTP, then calls the API with it."""
+@pytest.mark.parametrize("token_path", ["/oauth/token", "/authentication/v1/oauth/token"])
+def test_client_credentials_flow_against_a_live_server(
+    live_server, settings, monkeypatch, token_path
+):
+    """A real OAuth2 client library gets a token over HTTP, then calls the API with it,
+    at Tally's path and at the one the reference product's clients use."""
     from tests.conftest import make_tenant
 
     # The test server speaks plain HTTP on loopback.
@@ -249,7 +253,7 @@ def test_client_credentials_flow_against_a_live_server(live_server, settings, mo
 
     session = OAuth2Session(client=BackendApplicationClient(client_id=tenant.client_id))
     token = session.fetch_token(
-        token_url=f"{live_server.url}/oauth/token",
+        token_url=f"{live_server.url}{token_path}",
         client_id=tenant.client_id,
         client_secret=tenant.client_secret,
         include_client_id=True,
@@ -264,12 +268,15 @@ def test_client_credentials_flow_against_a_live_server(live_server, settings, mo
     response = session.get(f"{live_server.url}/platform-api/settings")
     assert response.status_code == 401
     assert response.json()["status"] == 401
+    listed = session.get(f"{live_server.url}/usage-metering/v1/meter-types")
+    assert listed.status_code == 200, listed.text
+    assert listed.json() == {"meterTypes": [], "total": 0}
 
     # A form-encoded request through plain HTTP works the same way.
     import requests
 
     form = requests.post(
-        f"{live_server.url}/oauth/token",
+        f"{live_server.url}{token_path}",
         data={
             "client_id": tenant.client_id,
             "client_secret": tenant.client_secret,
@@ -280,7 +287,7 @@ def test_client_credentials_flow_against_a_live_server(live_server, settings, mo
     )
     assert form.status_code == 200, form.text
     bad = requests.post(
-        f"{live_server.url}/oauth/token",
+        f"{live_server.url}{token_path}",
         json={
             "client_id": tenant.client_id,
             "client_secret": "wrong",
@@ -291,3 +298,38 @@ def test_client_credentials_flow_against_a_live_server(live_server, settings, mo
     )
     assert bad.status_code == 401
     assert bad.json()["error"] == "invalid_client"
+
+
+REFERENCE_PATH = "/authentication/v1/oauth/token"
+
+
+def test_the_reference_products_path_answers_exactly_like_oauth_token(app_credentials, settings):
+    settings.TALLY["RATE_LIMITS"]["token"] = {"rate": 100, "burst": 100}
+    _, client_id, secret = app_credentials
+    for body, status in [
+        (token_body(client_id, secret), 200),
+        (token_body(client_id, "wrong"), 401),
+        (token_body(client_id, secret, grant_type="password"), 400),
+        (token_body(client_id, secret, audience="https://elsewhere"), 400),
+    ]:
+        ours = post_json(body)
+        reference = Client().post(REFERENCE_PATH, body, content_type="application/json")
+        assert (ours.status_code, reference.status_code) == (status, status)
+        if status == 200:
+            assert set(reference.json()) == set(ours.json())
+            assert reference.json()["scope"] == ours.json()["scope"]
+        else:
+            assert reference.json() == ours.json()
+    assert Client().get(REFERENCE_PATH).status_code == 405
+
+
+def test_both_token_paths_share_one_rate_limit(app_credentials, settings):
+    settings.TALLY["RATE_LIMITS"]["token"] = {"rate": 0.01, "burst": 4}
+    _, client_id, _ = app_credentials
+    statuses = []
+    for path in ["/oauth/token", REFERENCE_PATH] * 3:
+        response = Client().post(
+            path, token_body(client_id, "wrong"), content_type="application/json"
+        )
+        statuses.append(response.status_code)
+    assert statuses == [401] * 4 + [429] * 2
