@@ -1,14 +1,10 @@
 from __future__ import annotations
 
-from django import forms
 from django.contrib import admin
 from django.db import models
 from django.db.models import Count
-from rest_framework import serializers
 
-from config.api.errors import flatten_validation_errors
-from config.api.renderers import normalize_decimal
-from metering.api.serializers import ThresholdListField, name_problem
+from metering.forms import MeterForm, MeterTypeForm, plain_number, thresholds_summary
 from metering.models import (
     Alert,
     Customer,
@@ -19,7 +15,6 @@ from metering.models import (
     Notification,
     WebhookEndpoint,
 )
-from metering.schedule import cron_problem, timezone_problem
 
 
 @admin.register(Customer)
@@ -40,95 +35,7 @@ class CustomerAdmin(admin.ModelAdmin):
 
 def _exact(value):
     """A decimal without the column's trailing zeros (49.5, not 49.5000000000)."""
-    return None if value is None else normalize_decimal(value)
-
-
-def _clean_thresholds(value):
-    """Thresholds as the API accepts them (None keeps the type's, on meters)."""
-    if value is None:
-        return None
-    try:
-        return ThresholdListField().run_validation(value)
-    except serializers.ValidationError as exc:
-        messages = [
-            f"{item['field']}: {item['message']}" if item["field"] else item["message"]
-            for item in flatten_validation_errors(exc.detail)
-        ]
-        raise forms.ValidationError(messages) from None
-
-
-def _clean_capacity(value):
-    if value is not None and value < 0:
-        raise forms.ValidationError("Must not be negative.")
-    return value
-
-
-class MeterTypeForm(forms.ModelForm):
-    """Validates like the API: name pattern, cron, timezone, thresholds, capacity."""
-
-    class Meta:
-        model = MeterType
-        fields = [
-            "operator",
-            "name",
-            "external_ref",
-            "category",
-            "description",
-            "unit",
-            "aggregation",
-            "capacity",
-            "timezone",
-            "reset_cron",
-            "thresholds",
-            "active_from",
-            "active_to",
-        ]
-
-    def clean_name(self):
-        problem = name_problem(self.cleaned_data["name"])
-        if problem:
-            raise forms.ValidationError(problem)
-        return self.cleaned_data["name"]
-
-    def clean_reset_cron(self):
-        problem = cron_problem(self.cleaned_data["reset_cron"])
-        if problem:
-            raise forms.ValidationError(problem)
-        return " ".join(self.cleaned_data["reset_cron"].split())
-
-    def clean_timezone(self):
-        problem = timezone_problem(self.cleaned_data["timezone"])
-        if problem:
-            raise forms.ValidationError(problem)
-        return self.cleaned_data["timezone"]
-
-    def clean_thresholds(self):
-        return _clean_thresholds(self.cleaned_data.get("thresholds")) or []
-
-    def clean_capacity(self):
-        return _clean_capacity(self.cleaned_data.get("capacity"))
-
-    def clean_external_ref(self):
-        return self.cleaned_data.get("external_ref") or None
-
-    def clean(self):
-        cleaned = super().clean()
-        start, end = cleaned.get("active_from"), cleaned.get("active_to")
-        if start and end and end <= start:
-            self.add_error("active_to", "Must be after active from.")
-        return cleaned
-
-
-class MeterForm(forms.ModelForm):
-    class Meta:
-        model = Meter
-        fields = ["capacity", "thresholds", "custom_fields", "delete_on_reset"]
-
-    def clean_thresholds(self):
-        return _clean_thresholds(self.cleaned_data.get("thresholds"))
-
-    def clean_capacity(self):
-        return _clean_capacity(self.cleaned_data.get("capacity"))
+    return None if value is None else plain_number(value)
 
 
 @admin.register(MeterType)
@@ -140,6 +47,8 @@ class MeterTypeAdmin(admin.ModelAdmin):
         "aggregation",
         "unit",
         "category",
+        "capacity_shown",
+        "thresholds_shown",
         "reset_cron",
         "timezone",
         "meter_count",
@@ -160,6 +69,14 @@ class MeterTypeAdmin(admin.ModelAdmin):
     @admin.display(description="meters", ordering="_meter_count")
     def meter_count(self, obj: MeterType) -> int:
         return obj._meter_count
+
+    @admin.display(description="capacity", ordering="capacity")
+    def capacity_shown(self, obj: MeterType):
+        return _exact(obj.capacity)
+
+    @admin.display(description="thresholds")
+    def thresholds_shown(self, obj: MeterType) -> str:
+        return thresholds_summary(obj.thresholds)
 
 
 class PeriodInline(admin.TabularInline):
@@ -198,7 +115,7 @@ class MeterAdmin(admin.ModelAdmin):
         "customer",
         "meter_key",
         "user_id",
-        "value",
+        "value_shown",
         "group_breakdowns",
         "carry_first",
         "carry_last",
@@ -213,6 +130,7 @@ class MeterAdmin(admin.ModelAdmin):
     fields = [
         *readonly_fields[:5],
         "capacity",
+        "uses_type_thresholds",
         "thresholds",
         "custom_fields",
         "delete_on_reset",
@@ -272,6 +190,7 @@ class AlertAdmin(admin.ModelAdmin):
     list_display = [
         "crossed_at",
         "meter",
+        "threshold_name",
         "threshold_key",
         "threshold_shown",
         "meter_value_shown",
@@ -279,7 +198,7 @@ class AlertAdmin(admin.ModelAdmin):
     ]
     list_filter = ["operator"]
     list_select_related = ["meter"]
-    search_fields = ["meter__user_id", "meter__meter_key", "threshold_key"]
+    search_fields = ["meter__user_id", "meter__meter_key", "threshold_key", "threshold_name"]
 
     def has_add_permission(self, request) -> bool:
         return False

@@ -1,5 +1,7 @@
 """Demo data for a first run: two meter types, meters for three customers and a week of
-usage, applied day by day so that the daily meters have closed periods to show."""
+usage, applied day by day so that the daily meters have closed periods to show and
+thresholds have fired (storage above 90 % on most days; API calls near their monthly
+capacity once the month is a few days old)."""
 
 from __future__ import annotations
 
@@ -11,6 +13,7 @@ from django.utils import timezone
 
 from metering.models import MeterType
 from metering.services import meter_type_create
+from metering.thresholds import thresholds_parse, thresholds_to_stored
 from metering.usage import UsageUpdate, usage_apply
 from tenants.models import Operator
 
@@ -29,8 +32,23 @@ def load_demo(*, operator: Operator) -> dict:
         aggregation=MeterType.Aggregation.SUM,
         timezone="Europe/Berlin",
         reset_cron="0 0 1 * *",
-        capacity=Decimal(20000),
-        thresholds=[{"capacityPercentage": "80"}, {"value": "19000"}],
+        capacity=Decimal(4000),
+        thresholds=thresholds_to_stored(
+            thresholds_parse(
+                [
+                    {
+                        "name": "APPROACHING_LIMIT",
+                        "capacityPercentage": 80,
+                        "customFields": {"action": "EMAIL_CUSTOMER"},
+                    },
+                    {
+                        "name": "LIMIT_REACHED",
+                        "absoluteValue": 4000,
+                        "customFields": {"action": "THROTTLE"},
+                    },
+                ]
+            )
+        ),
         active_from=week_ago - timedelta(days=1),
     )
     storage = meter_type_create(
@@ -41,7 +59,10 @@ def load_demo(*, operator: Operator) -> dict:
         aggregation=MeterType.Aggregation.MAX,
         timezone="Etc/UTC",
         reset_cron="0 0 * * *",
-        capacity=Decimal(500),
+        capacity=Decimal(100),
+        thresholds=thresholds_to_stored(
+            thresholds_parse([{"name": "DISK_ALMOST_FULL", "capacityPercentage": 90}])
+        ),
         active_from=week_ago - timedelta(days=1),
     )
     rng = random.Random(7)  # noqa: S311 (the same demo every time; not a secret)

@@ -1,11 +1,13 @@
 from __future__ import annotations
 
+import re
 import uuid
 from decimal import Decimal
 
 from django.db import models
 from django.utils.timezone import now
 
+from config.api.renderers import ExactJSONDecoder, ExactJSONEncoder
 from tenants.models import Operator
 
 # Meter values and capacities: exact decimals with room for large counters.
@@ -15,6 +17,11 @@ VALUE_PLACES = 10
 
 def value_field(**kwargs) -> models.DecimalField:
     return models.DecimalField(max_digits=VALUE_DIGITS, decimal_places=VALUE_PLACES, **kwargs)
+
+
+def client_json_field(**kwargs) -> models.JSONField:
+    """JSON a client sent (custom fields, thresholds): fractions stay exact decimals."""
+    return models.JSONField(encoder=ExactJSONEncoder, decoder=ExactJSONDecoder, **kwargs)
 
 
 class Customer(models.Model):
@@ -37,6 +44,16 @@ class Customer(models.Model):
 
     def __str__(self) -> str:
         return self.name or self.external_id
+
+
+METER_TYPE_NAME_PATTERN = re.compile(r"^[\w\s().-]+$")
+
+
+def meter_type_name_problem(name: str) -> str | None:
+    """Why `name` cannot name a meter type, or None (the API's and the admin's rule)."""
+    if not METER_TYPE_NAME_PATTERN.match(name):
+        return "May contain only letters, digits, spaces and - _ . ( )."
+    return None
 
 
 class MeterType(models.Model):
@@ -66,9 +83,10 @@ class MeterType(models.Model):
     aggregation = models.CharField(max_length=16, choices=Aggregation.choices)
     capacity = value_field(null=True, blank=True)
     timezone = models.CharField(max_length=64, default="Etc/UTC")
+    # Five crontab fields, "minute hour day month weekday" (the API's resetSchedule).
     reset_cron = models.CharField(max_length=120)
-    # [{"value": 800}] or [{"capacityPercentage": 80}], at most five.
-    thresholds = models.JSONField(default=list, blank=True)
+    # At most five, in the stored form of metering.thresholds (read it with that module).
+    thresholds = client_json_field(default=list, blank=True)
     active_from = models.DateTimeField(null=True, blank=True)
     active_to = models.DateTimeField(null=True, blank=True)
     created_at = models.DateTimeField(default=now, editable=False)
@@ -108,6 +126,12 @@ class Meter(models.Model):
     `value` is the current period's aggregate; `group_breakdowns` splits it by the value
     of a group field; `carry_first`/`carry_last` hold the period's first and last record.
     Capacity and thresholds here override the type's when set.
+
+    Periods: the first runs from the meter's creation to its schedule's next fire, and
+    takes every record whose event time is before the creation too (usage that happened
+    a moment before its meter existed still counts); each later period runs from one
+    fire to the next. So the meter is in its first period exactly while
+    `period_start <= created_at`.
     """
 
     id = models.UUIDField(primary_key=True, default=uuid.uuid4, editable=False)
@@ -117,9 +141,10 @@ class Meter(models.Model):
     meter_key = models.CharField(max_length=36)
     # The customer's external id, kept here for lookups and uniqueness.
     user_id = models.CharField(max_length=320)
-    custom_fields = models.JSONField(default=dict, blank=True)
+    custom_fields = client_json_field(default=dict, blank=True)
     capacity = value_field(null=True, blank=True)
-    thresholds = models.JSONField(null=True, blank=True)
+    # None: the meter type's thresholds apply; stored as metering.thresholds says.
+    thresholds = client_json_field(null=True, blank=True)
     delete_on_reset = models.BooleanField(default=False)
 
     value = value_field(default=Decimal(0))
@@ -151,6 +176,10 @@ class Meter(models.Model):
 
     def __str__(self) -> str:
         return f"{self.meter_type_id}/{self.meter_key}/{self.user_id}"
+
+    @property
+    def in_first_period(self) -> bool:
+        return self.period_start <= self.created_at
 
     @property
     def effective_capacity(self) -> Decimal | None:
@@ -243,8 +272,11 @@ class Alert(models.Model):
     operator = models.ForeignKey(Operator, on_delete=models.CASCADE, related_name="+")
     meter = models.ForeignKey(Meter, null=True, on_delete=models.SET_NULL, related_name="alerts")
     period_start = models.DateTimeField()
-    # "value:800" or "capacityPercentage:80": the threshold as configured.
-    threshold_key = models.CharField(max_length=64)
+    # "absoluteValue:800", "capacityPercentage:80#EMAIL_MAINTENANCE": Threshold.key.
+    threshold_key = models.CharField(max_length=200)
+    threshold_name = models.CharField(max_length=100, blank=True, default="")
+    # The threshold as configured when it fired (stored form, with its custom fields).
+    threshold = client_json_field(default=dict)
     threshold_value = value_field()
     meter_value = value_field()
     crossed_at = models.DateTimeField(default=now)

@@ -8,7 +8,7 @@ from django.db import IntegrityError, connection, transaction
 from django.utils import timezone
 
 from metering.models import Customer, Meter, MeterType
-from metering.schedule import period_bounds
+from metering.schedule import next_fire
 from tenants.models import Operator
 
 
@@ -95,9 +95,10 @@ def meter_create(
     custom_fields: dict | None = None,
     now=None,
 ) -> Meter:
-    """Create a meter in the period of its type's schedule that contains `now`."""
+    """Create a meter. Its first period runs from now to the schedule's next fire (a
+    monthly meter created on the 10th runs to the 1st); later ones from fire to fire."""
     now = now or timezone.now()
-    start, end = period_bounds(meter_type.reset_cron, meter_type.timezone, now)
+    end = next_fire(meter_type.reset_cron, meter_type.timezone, now)
     with transaction.atomic():
         customer = customers_ensure(operator=operator, external_ids=[user_id])[user_id]
         meter = Meter(
@@ -107,8 +108,10 @@ def meter_create(
             meter_key=meter_key,
             user_id=user_id,
             custom_fields=custom_fields or {},
-            period_start=start,
+            period_start=now,
             period_end=end,
+            created_at=now,
+            updated_at=now,
         )
         _save_unique(meter, force_insert=True)
     return meter

@@ -7,7 +7,9 @@ not depend on the batch size:
 1. resolve the meter types (one query) and drop updates outside `activeFrom`/`activeTo`;
 2. create missing meters in bulk, then lock every touched meter in id order;
 3. close the periods of meters whose period has ended (`metering.resets`);
-4. split late updates (event time before the meter's current period) from current ones;
+4. split late updates (event time before the meter's current period, once it has had a
+   reset: a meter's first period also takes what happened before its creation) from
+   current ones;
 5. fold the batch per meter in Python, with exact decimals;
 6. apply every meter's change in one UPDATE, which combines it with the stored value,
    breakdowns, carries and metadata (see `_MERGE`);
@@ -47,7 +49,7 @@ from metering.models import Alert, Meter, MeterPeriod, MeterType, Notification
 from metering.models import UsageRollup as Rollup
 from metering.notifications import NotificationItem, notifications_enqueue_many
 from metering.resets import meters_close_periods
-from metering.schedule import period_bounds
+from metering.schedule import next_fire
 from metering.services import customers_ensure
 from metering.thresholds import thresholds_evaluate
 from tenants.models import Operator
@@ -150,17 +152,32 @@ def usage_apply(
             due_keys = {(row.type.key, row.meter_key, row.user_id) for row in due}
             rows.update(_meters_lock(operator, types, due_keys, now, result))
 
-        # 4-5. Fold the batch per meter; late updates are kept apart.
-        folds: dict[str, _Fold] = {}  # by meter id
+        # 4. Updates from before a meter's current period belong to the stored period
+        # holding their event time. A meter's first period takes its own earlier ones
+        # (usage from just before the meter existed); otherwise they are late.
         current: list[tuple[_Type, UsageUpdate, Decimal]] = []
-        late: list[tuple[_Type, UsageUpdate, Decimal, _Row]] = []
+        early: list[tuple[_Type, UsageUpdate, Decimal, _Row]] = []
         for item in items:
             meter_type, update, value = item
             row = rows[(meter_type.key, update.meter_key, update.user_id)]
             if update.event_time < row.period_start:
-                late.append((meter_type, update, value, row))
-                continue
-            current.append(item)
+                early.append((meter_type, update, value, row))
+            else:
+                current.append(item)
+        late: list[tuple[_Type, UsageUpdate, Decimal, str | None]] = []
+        if early:
+            for (meter_type, update, value, row), (holding, following) in zip(
+                early, _periods_locate(operator, early), strict=True
+            ):
+                if holding is None and row.first_period:
+                    current.append((meter_type, update, value))
+                else:
+                    late.append((meter_type, update, value, holding or following))
+
+        # 5. Fold the current updates per meter.
+        folds: dict[str, _Fold] = {}  # by meter id
+        for meter_type, update, value in current:
+            row = rows[(meter_type.key, update.meter_key, update.user_id)]
             fold = folds.get(row.id)
             if fold is None:
                 fold = folds[row.id] = _Fold(meter_type.kind)
@@ -204,12 +221,13 @@ class _Type:
     increment: bool
     always_active: bool
     thresholds: bool
-    period: tuple[datetime.datetime, datetime.datetime] | None = None
+    first_end: datetime.datetime | None = None
 
-    def period_at(self, now: datetime.datetime) -> tuple[datetime.datetime, datetime.datetime]:
-        if self.period is None:
-            self.period = period_bounds(self.meter_type.reset_cron, self.meter_type.timezone, now)
-        return self.period
+    def first_period_end(self, now: datetime.datetime) -> datetime.datetime:
+        """Where the first period of a meter created `now` ends: the next fire."""
+        if self.first_end is None:
+            self.first_end = next_fire(self.meter_type.reset_cron, self.meter_type.timezone, now)
+        return self.first_end
 
 
 @dataclass(slots=True)
@@ -301,6 +319,7 @@ class _Row:
     period_start: datetime.datetime
     period_end: datetime.datetime
     own_thresholds: bool | None  # None: the meter type's thresholds apply
+    first_period: bool  # no reset yet: earlier event times count here too
 
 
 def _meters_lock(
@@ -342,7 +361,8 @@ def _meters_select_for_update(types: _Types, wanted: str) -> dict[tuple[str, str
             SELECT m.id::text, m.meter_type_id::text, m.meter_key, m.user_id,
                    m.period_start::text, m.period_end::text,
                    CASE WHEN m.thresholds IS NULL THEN NULL
-                        ELSE m.thresholds NOT IN ('[]'::jsonb, 'null'::jsonb) END
+                        ELSE m.thresholds NOT IN ('[]'::jsonb, 'null'::jsonb) END,
+                   m.period_start <= m.created_at
             FROM {_METER} m
             JOIN json_to_recordset(%s::json) AS k(t uuid, k text, u text)
               ON m.meter_type_id = k.t AND m.meter_key = k.k AND m.user_id = k.u
@@ -354,7 +374,7 @@ def _meters_select_for_update(types: _Types, wanted: str) -> dict[tuple[str, str
         found = cursor.fetchall()
     by_key, moments = types.by_key, {}
     rows = {}
-    for meter_id, type_key, meter_key, user_id, start, end, own_thresholds in found:
+    for meter_id, type_key, meter_key, user_id, start, end, own_thresholds, first in found:
         if start not in moments:
             moments[start] = datetime.datetime.fromisoformat(start)
         if end not in moments:
@@ -367,6 +387,7 @@ def _meters_select_for_update(types: _Types, wanted: str) -> dict[tuple[str, str
             moments[start],
             moments[end],
             own_thresholds,
+            first,
         )
     return rows
 
@@ -374,11 +395,12 @@ def _meters_select_for_update(types: _Types, wanted: str) -> dict[tuple[str, str
 def _meters_create(
     operator: Operator, types: _Types, keys: set[tuple[str, str, str]], now: datetime.datetime
 ) -> int:
-    """Insert the meters that do not exist yet; the number actually inserted."""
+    """Insert the meters that do not exist yet, each in its first period (from now to the
+    schedule's next fire); the number actually inserted."""
     customers = customers_ensure(operator=operator, external_ids={u for _, _, u in keys})
     wanted = []
     for type_key, meter_key, user_id in keys:
-        start, end = types.by_key[type_key].period_at(now)
+        start, end = now, types.by_key[type_key].first_period_end(now)
         wanted.append(
             {
                 "t": type_key,
@@ -521,47 +543,71 @@ def _meters_write(folds: dict[str, _Fold], now: datetime.datetime) -> None:
         )
 
 
-def _periods_correct(
-    operator: Operator,
-    late: list[tuple[_Type, UsageUpdate, Decimal, _Row]],
-    now: datetime.datetime,
-    result: UsageApplyResult,
-) -> list[tuple[_Type, UsageUpdate, Decimal]]:
-    """Fold late updates into the closed periods holding their event times; returns the
-    updates that found a period. One `meter.period_corrected` notification per period."""
+def _periods_locate(
+    operator: Operator, early: list[tuple[_Type, UsageUpdate, Decimal, _Row]]
+) -> list[tuple[str | None, str | None]]:
+    """For each update, the id of the stored period holding its event time and of the
+    first period after it (either may be None), in one query.
+
+    Periods are found by identity rather than meter id: the periods of a meter deleted
+    on reset are kept (with meter_id NULL) and still take their late records. A meter's
+    periods run fire to fire without gaps, so the period after an event time that no
+    period holds is the first period of a meter, which takes earlier records too.
+    """
     wanted = _json(
         [
             {"i": i, "y": t.key, "k": u.meter_key, "u": u.user_id, "t": u.event_time}
-            for i, (t, u, _, _) in enumerate(late)
+            for i, (t, u, _, _) in enumerate(early)
         ]
     )
+    identity = """p.operator_id = %(operator)s AND p.meter_type_id = l.y
+                  AND p.meter_key = l.k AND p.user_id = l.u"""
     with connection.cursor() as cursor:
-        # By identity rather than meter id: the periods of a meter deleted on reset are
-        # kept (with meter_id NULL) and still take their late records. Locked in id order,
-        # like the meters.
         cursor.execute(
             f"""
-            SELECT l.i, p.id::text, p.value, p.record_count
-            FROM {_PERIOD} p
-            JOIN json_to_recordset(%s::json)
+            SELECT l.i, c.id::text, n.id::text
+            FROM json_to_recordset(%(early)s::json)
                  AS l(i int, y uuid, k text, u text, t timestamptz)
-              ON p.operator_id = %s AND p.meter_type_id = l.y AND p.meter_key = l.k
-             AND p.user_id = l.u AND p.period_start <= l.t AND l.t < p.period_end
-            ORDER BY p.id
-            FOR UPDATE OF p
+            LEFT JOIN LATERAL (
+                SELECT p.id, p.period_end FROM {_PERIOD} p
+                WHERE {identity} AND p.period_start <= l.t
+                ORDER BY p.period_start DESC LIMIT 1
+            ) c ON c.period_end > l.t
+            LEFT JOIN LATERAL (
+                SELECT p.id FROM {_PERIOD} p
+                WHERE {identity} AND p.period_start > l.t
+                ORDER BY p.period_start LIMIT 1
+            ) n ON true
             """,  # noqa: S608 (table names are ours, values are parameters)
-            [wanted, operator.pk],
+            {"early": wanted, "operator": operator.pk},
+        )
+        found = {index: (holding, following) for index, holding, following in cursor}
+    return [found[index] for index in range(len(early))]
+
+
+def _periods_correct(
+    operator: Operator,
+    late: list[tuple[_Type, UsageUpdate, Decimal, str | None]],
+    now: datetime.datetime,
+    result: UsageApplyResult,
+) -> list[tuple[_Type, UsageUpdate, Decimal]]:
+    """Fold late updates into the closed periods `_periods_locate` found for them;
+    returns the updates that had one. One `meter.period_corrected` notification per
+    period."""
+    with connection.cursor() as cursor:
+        # Locked in id order, like the meters.
+        cursor.execute(
+            f"""
+            SELECT id::text, value, record_count FROM {_PERIOD}
+            WHERE id = ANY(%s::uuid[]) ORDER BY id FOR UPDATE
+            """,  # noqa: S608 (table names are ours, values are parameters)
+            [sorted({period_id for *_, period_id in late if period_id is not None})],
         )
         found = cursor.fetchall()
-    period_of: dict[int, str] = {}
-    before: dict[str, tuple[Decimal, int]] = {}
-    for index, period_id, value, count in found:
-        period_of.setdefault(index, period_id)
-        before[period_id] = (value, count)
+    before = {period_id: (value, count) for period_id, value, count in found}
     folds: dict[str, _Fold] = {}
     matched = []
-    for index, (meter_type, update, value, _) in enumerate(late):
-        period_id = period_of.get(index)
+    for meter_type, update, value, period_id in late:
         if period_id is None:
             result.late_unmatched += 1
             continue

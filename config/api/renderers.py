@@ -8,6 +8,7 @@ Decimal's own digits instead.
 from __future__ import annotations
 
 import datetime
+import json
 import uuid
 from decimal import Decimal
 from typing import Any
@@ -56,3 +57,19 @@ class DecimalJSONRenderer(JSONRenderer):
         if data is None:
             return b""
         return dumps(data)
+
+
+class ExactJSONEncoder(json.JSONEncoder):
+    """For model JSONFields holding client data: decimals go into jsonb as the numbers
+    they are (jsonb keeps them exactly), where the standard encoder refuses them."""
+
+    def encode(self, o: Any) -> str:
+        return simplejson.dumps(o, use_decimal=True, default=_default, ensure_ascii=False)
+
+
+class ExactJSONDecoder(json.JSONDecoder):
+    """Reads such a field back with fractions as Decimal, so they leave exactly as sent."""
+
+    def __init__(self, *args: Any, **kwargs: Any) -> None:
+        kwargs.setdefault("parse_float", Decimal)
+        super().__init__(*args, **kwargs)

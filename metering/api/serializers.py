@@ -8,6 +8,7 @@ from django.utils import timezone
 from drf_spectacular.utils import extend_schema_field
 from rest_framework import serializers
 
+from config.api.errors import NON_FIELD
 from config.api.renderers import normalize_decimal
 from config.api.serializers import (
     DateTimeField,
@@ -16,11 +17,27 @@ from config.api.serializers import (
     TallyModelSerializer,
     TallySerializer,
 )
-from metering.models import Meter, MeterPeriod, MeterType
-from metering.schedule import cron_problem, timezone_problem
+from metering.models import Meter, MeterPeriod, MeterType, meter_type_name_problem
+from metering.schedule import (
+    SCHEDULE_FIELDS,
+    ScheduleInvalid,
+    cron_problem,
+    cron_to_schedule_fields,
+    schedule_fields_to_cron,
+    timezone_problem,
+)
+from metering.thresholds import (
+    ABSOLUTE,
+    ABSOLUTE_SYNONYM,
+    MAX_NAME_LENGTH,
+    MAX_THRESHOLDS,
+    PERCENTAGE,
+    ThresholdsInvalid,
+    thresholds_parse,
+    thresholds_to_stored,
+    thresholds_to_wire,
+)
 
-NAME_PATTERN = re.compile(r"^[\w\s().-]+$")
-MAX_THRESHOLDS = 5
 # Clients compute "now" on their own clocks; a time this close to ours is not "past".
 CLOCK_SKEW = timedelta(seconds=60)
 
@@ -29,43 +46,72 @@ def _exact(value) -> Decimal:
     return normalize_decimal(Decimal(str(value)))
 
 
-class ThresholdSerializer(TallySerializer):
-    """`{"value": n}` (absolute) or `{"capacityPercentage": p}` (of the capacity)."""
-
-    value = NumberField(required=False, min_value=0)
-    capacity_percentage = NumberField(required=False, min_value=0)
-
-    def validate(self, attrs):
-        if len(attrs) != 1:
-            raise serializers.ValidationError(
-                "A threshold has exactly one of value and capacityPercentage."
-            )
-        if attrs.get("capacity_percentage") == 0:
-            raise serializers.ValidationError({"capacityPercentage": "Must be above zero."})
-        return attrs
+def _error_detail(problems: list[tuple[str, str]]) -> dict:
+    """Problems named by relative paths ("", "hour", "[0].name") as DRF's nested error
+    detail, which the error handler flattens to "thresholds[0].name" and the like."""
+    detail: dict = {}
+    for path, message in problems:
+        node = detail
+        for index, key in _PATH_STEP.findall(path):
+            node = node.setdefault(int(index) if index else key, {})
+        node.setdefault(NON_FIELD, []).append(message)
+    return detail
 
 
-def thresholds_to_storage(items: list[dict]) -> list[dict]:
-    # Decimals are kept as strings inside JSON so that no float ever touches them.
-    stored = []
-    for item in items:
-        if "value" in item:
-            stored.append({"value": str(_exact(item["value"]))})
-        else:
-            stored.append({"capacityPercentage": str(_exact(item["capacity_percentage"]))})
-    return stored
+_PATH_STEP = re.compile(r"\[(\d+)\]|\.?(\w+)")
+
+_THRESHOLD_EXTRAS = {
+    "name": {"type": "string", "maxLength": MAX_NAME_LENGTH},
+    "customFields": {"type": "object", "additionalProperties": True},
+}
 
 
-def thresholds_to_wire(items: list[dict] | None) -> list[dict]:
-    return [{key: _exact(number) for key, number in item.items()} for item in items or []]
-
-
-class ThresholdListField(serializers.ListField):
-    def __init__(self, **kwargs):
-        super().__init__(child=ThresholdSerializer(), max_length=MAX_THRESHOLDS, **kwargs)
+@extend_schema_field(
+    {
+        "type": "array",
+        "maxItems": MAX_THRESHOLDS,
+        "items": {
+            "oneOf": [
+                {
+                    "type": "object",
+                    "title": "Using absolute value",
+                    "properties": {
+                        ABSOLUTE: {"type": "number", "minimum": 0},
+                        **_THRESHOLD_EXTRAS,
+                    },
+                    "required": [ABSOLUTE],
+                },
+                {
+                    "type": "object",
+                    "title": "Using percentage of capacity",
+                    "properties": {
+                        PERCENTAGE: {"type": "number", "minimum": 0, "exclusiveMinimum": True},
+                        **_THRESHOLD_EXTRAS,
+                    },
+                    "required": [PERCENTAGE],
+                },
+                {
+                    "type": "object",
+                    "title": "Using value (input only; same as absoluteValue)",
+                    "properties": {
+                        ABSOLUTE_SYNONYM: {"type": "number", "minimum": 0},
+                        **_THRESHOLD_EXTRAS,
+                    },
+                    "required": [ABSOLUTE_SYNONYM],
+                },
+            ]
+        },
+    }
+)
+class ThresholdListField(serializers.Field):
+    """Thresholds by the rules of metering.thresholds: the wire form in, the stored form
+    in the model, the wire form out."""
 
     def to_internal_value(self, data):
-        return thresholds_to_storage(super().to_internal_value(data))
+        try:
+            return thresholds_to_stored(thresholds_parse(data))
+        except ThresholdsInvalid as exc:
+            raise serializers.ValidationError(_error_detail(exc.problems)) from None
 
     def to_representation(self, value):
         return thresholds_to_wire(value)
@@ -74,38 +120,85 @@ class ThresholdListField(serializers.ListField):
 @extend_schema_field(
     {
         "type": "object",
-        "properties": {"type": {"type": "string", "enum": MeterType.Aggregation.values}},
+        "properties": {
+            "type": {
+                "type": "string",
+                "enum": MeterType.Aggregation.values,
+                "description": "Any letter case on input (sum, SUM); answered as shown.",
+            }
+        },
         "required": ["type"],
     }
 )
 class AggregationField(serializers.Field):
-    """`{"type": "Sum"}` on the wire; one column in the model."""
+    """`{"type": "Sum"}` on the wire, in any letter case; one column in the model."""
+
+    _BY_LOWER = {value.lower(): value for value in MeterType.Aggregation.values}
 
     def to_internal_value(self, data):
         if not isinstance(data, dict) or set(data) != {"type"}:
             raise serializers.ValidationError('Must be an object like {"type": "Sum"}.')
-        if data["type"] not in MeterType.Aggregation.values:
+        aggregation = (
+            self._BY_LOWER.get(data["type"].lower()) if isinstance(data["type"], str) else None
+        )
+        if aggregation is None:
             allowed = ", ".join(MeterType.Aggregation.values)
             raise serializers.ValidationError({"type": f"Must be one of: {allowed}."})
-        return data["type"]
+        return aggregation
 
     def to_representation(self, value):
         return {"type": value}
 
 
+_CRONTAB_FIELD = {"type": "string", "example": "*"}
+
+
 @extend_schema_field(
     {
-        "type": "object",
-        "properties": {"cron": {"type": "string", "example": "0 0 1 * *"}},
-        "required": ["cron"],
+        "oneOf": [
+            {
+                "type": "object",
+                "title": "Crontab fields",
+                "properties": {
+                    "minute": {**_CRONTAB_FIELD, "example": "0"},
+                    "hour": {**_CRONTAB_FIELD, "example": "0"},
+                    "day": {**_CRONTAB_FIELD, "example": "1"},
+                    "month": _CRONTAB_FIELD,
+                    "weekday": _CRONTAB_FIELD,
+                },
+                "required": list(SCHEDULE_FIELDS),
+            },
+            {
+                "type": "object",
+                "title": "Cron line (input only)",
+                "properties": {"cron": {"type": "string", "example": "0 0 1 * *"}},
+                "required": ["cron"],
+            },
+        ]
     }
 )
 class ResetScheduleField(serializers.Field):
-    """`{"cron": "0 0 1 * *"}` on the wire; the expression in the model."""
+    """`{"minute", "hour", "day", "month", "weekday"}` on the wire (`{"cron": "…"}` is
+    taken too); the cron line in the model."""
 
     def to_internal_value(self, data):
-        if not isinstance(data, dict) or set(data) != {"cron"}:
-            raise serializers.ValidationError('Must be an object like {"cron": "0 0 1 * *"}.')
+        if not isinstance(data, dict):
+            raise serializers.ValidationError(
+                'Must be an object like {"minute": "0", "hour": "0", "day": "1", '
+                '"month": "*", "weekday": "*"}.'
+            )
+        if "cron" in data:
+            return self._from_cron(data)
+        try:
+            return schedule_fields_to_cron(data)
+        except ScheduleInvalid as exc:
+            raise serializers.ValidationError(_error_detail(exc.problems)) from None
+
+    def _from_cron(self, data: dict) -> str:
+        if set(data) != {"cron"}:
+            raise serializers.ValidationError(
+                'Send either "cron" alone or the five crontab fields, not both.'
+            )
         expression = data["cron"]
         problem = cron_problem(expression)
         if problem:
@@ -113,13 +206,7 @@ class ResetScheduleField(serializers.Field):
         return " ".join(expression.split())
 
     def to_representation(self, value):
-        return {"cron": value}
-
-
-def name_problem(value: str) -> str | None:
-    if not NAME_PATTERN.match(value):
-        return "May contain only letters, digits, spaces and - _ . ( )."
-    return None
+        return cron_to_schedule_fields(value)
 
 
 class MeterTypeSerializer(TallyModelSerializer):
@@ -165,7 +252,7 @@ class MeterTypeSerializer(TallyModelSerializer):
         immutable_fields = ["aggregation"]
 
     def validate_name(self, value: str) -> str:
-        problem = name_problem(value)
+        problem = meter_type_name_problem(value)
         if problem:
             raise serializers.ValidationError(problem)
         return value

@@ -9,9 +9,18 @@ from decimal import Decimal
 from metering.models import Meter, MeterType
 from metering.schedule import period_bounds
 from metering.services import customers_ensure
+from metering.thresholds import thresholds_parse, thresholds_to_stored
+
+
+def stored(thresholds: list[dict] | None) -> list[dict] | None:
+    """Thresholds in their wire form (as a client sends them), stored as the API would."""
+    return None if thresholds is None else thresholds_to_stored(thresholds_parse(thresholds))
 
 
 def make_type(operator, *, name="api-calls", cron="0 0 * * *", tz="Etc/UTC", **fields):
+    """A meter type; `thresholds` in their wire form."""
+    if "thresholds" in fields:
+        fields["thresholds"] = stored(fields["thresholds"])
     fields.setdefault("unit", "calls")
     fields.setdefault("aggregation", MeterType.Aggregation.SUM)
     return MeterType.objects.create(
@@ -20,10 +29,14 @@ def make_type(operator, *, name="api-calls", cron="0 0 * * *", tz="Etc/UTC", **f
 
 
 def make_meter(meter_type, *, user_id="alice", at: datetime.datetime, key="m1", **fields):
-    """A meter whose current period contains `at`."""
+    """A meter that has counted since before the period that contains `at` (so that
+    period is not its first; `meter_create` makes new ones). `thresholds` in wire form."""
     customer = customers_ensure(operator=meter_type.operator, external_ids=[user_id])[user_id]
     start, end = period_bounds(meter_type.reset_cron, meter_type.timezone, at)
     fields.setdefault("value", Decimal(0))
+    fields.setdefault("created_at", start - datetime.timedelta(days=1))
+    if "thresholds" in fields:
+        fields["thresholds"] = stored(fields["thresholds"])
     return Meter.objects.create(
         operator=meter_type.operator,
         meter_type=meter_type,

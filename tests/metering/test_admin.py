@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import re
 from decimal import Decimal
 
 import pytest
@@ -72,6 +73,17 @@ def test_meter_type_aggregation_is_read_only_once_created(staff, meter):
     assert 'name="aggregation"' not in page
 
 
+def threshold_rows(*rows: tuple[str, str, str, str]) -> dict[str, str]:
+    """The admin's threshold rows as a browser posts them: (name, kind, number, custom
+    fields JSON) per row, blank rows after."""
+    data = {}
+    for row_index in range(5):
+        row = rows[row_index] if row_index < len(rows) else ("", "", "", "")
+        for column, value in enumerate(row):
+            data[f"thresholds_{row_index * 4 + column}"] = value
+    return data
+
+
 def _type_form(meter, **changes):
     data = {
         "operator": meter.operator_id,
@@ -83,7 +95,7 @@ def _type_form(meter, **changes):
         "capacity": "200",
         "timezone": "Etc/UTC",
         "reset_cron": "0 0 * * *",
-        "thresholds": "[]",
+        **threshold_rows(),
         "active_from_0": "",
         "active_from_1": "",
         "active_to_0": "",
@@ -99,8 +111,18 @@ def _type_form(meter, **changes):
         ({"reset_cron": "61 * * * *"}, "cron"),
         ({"timezone": "Mars/Base"}, "IANA"),
         ({"name": "bad/name"}, "May contain only"),
-        ({"thresholds": '[{"value": -1}]'}, "value"),
-        ({"thresholds": '[{"percent": 5}]'}, "Unknown field"),
+        (threshold_rows(("", "absoluteValue", "-1", "")), "Row 1, number: Must be 0 or more."),
+        (threshold_rows(("", "capacityPercentage", "0", "")), "Row 1, number: Must be more than 0"),
+        (threshold_rows(("x", "", "", "")), "Row 1: choose a kind and give a number."),
+        (
+            threshold_rows(("", "", "", ""), ("A", "absoluteValue", "1", "[1]")),
+            "Row 2, custom fields: Must be a JSON object.",
+        ),
+        (
+            threshold_rows(("A", "absoluteValue", "1", ""), ("A", "absoluteValue", "2", "")),
+            "Row 2, name: Another threshold in this list has this name.",
+        ),
+        (threshold_rows(("", "absoluteValue", "1", "{not json")), "Enter a valid JSON."),
         ({"capacity": "-5"}, "negative"),
     ],
 )
@@ -112,30 +134,85 @@ def test_meter_type_form_validates_like_the_api(staff, meter, changes, message):
     assert MeterType.objects.get(pk=meter.meter_type_id).reset_cron == "0 0 * * *"
 
 
-def test_meter_type_form_saves_valid_changes(staff, meter):
+def test_meter_type_form_saves_threshold_rows(staff, meter):
     url = f"/admin/metering/metertype/{meter.meter_type_id}/change/"
-    response = staff.post(
-        url, _type_form(meter, reset_cron="0  * * * *", thresholds='[{"value": 50}]')
+    rows = threshold_rows(
+        ("EMAIL_MAINTENANCE", "capacityPercentage", "90", '{"action": "EMAIL_MAINTENANCE"}'),
+        ("", "", "", ""),
+        ("", "absoluteValue", "50.50", ""),
     )
+    response = staff.post(url, _type_form(meter, reset_cron="0  * * * *", **rows))
     assert response.status_code == 302, response.content.decode()[:3000]
     saved = MeterType.objects.get(pk=meter.meter_type_id)
     assert saved.reset_cron == "0 * * * *"
-    assert saved.thresholds == [{"value": "50"}]
+    assert saved.thresholds == [
+        {
+            "kind": "capacityPercentage",
+            "number": "90",
+            "name": "EMAIL_MAINTENANCE",
+            "customFields": {"action": "EMAIL_MAINTENANCE"},
+        },
+        {"kind": "absoluteValue", "number": "50.5"},
+    ]
+    # The change page shows them as rows again, numbers without trailing zeros.
+    page = staff.get(url).content.decode()
+    assert 'name="thresholds_0" value="EMAIL_MAINTENANCE"' in page
+    assert '<option value="capacityPercentage" selected>' in page
+    assert 'name="thresholds_6" value="50.5"' in page
+    assert 'name="capacity" value="200"' in page
+    assert "200.0000000000" not in page
 
 
 def test_meter_form_refuses_bad_thresholds(staff, meter):
     url = f"/admin/metering/meter/{meter.pk}/change/"
     data = {
         "capacity": "",
-        "thresholds": '[{"value": 1, "capacityPercentage": 2}]',
+        **threshold_rows(("", "absoluteValue", "-1", "")),
         "custom_fields": "{}",
     }
     response = staff.post(url, data)
     assert response.status_code == 200
-    assert "exactly one" in response.content.decode()
+    assert "Row 1, number: Must be 0 or more." in response.content.decode()
+
+
+# The change page's inline of closed periods posts its management form too.
+PERIODS_INLINE = {"periods-TOTAL_FORMS": "0", "periods-INITIAL_FORMS": "0"}
+
+
+def test_meter_form_sets_own_thresholds_and_falls_back_to_the_types(staff, meter):
+    url = f"/admin/metering/meter/{meter.pk}/change/"
+    own = {
+        "capacity": "80",
+        **threshold_rows(("", "absoluteValue", "70", "")),
+        "custom_fields": "{}",
+        **PERIODS_INLINE,
+    }
+    assert staff.post(url, own).status_code == 302
+    meter.refresh_from_db()
+    assert (meter.capacity, meter.thresholds) == (80, [{"kind": "absoluteValue", "number": "70"}])
+
+    none_of_its_own = {
+        "capacity": "",
+        **threshold_rows(),
+        "custom_fields": "{}",
+        **PERIODS_INLINE,
+    }
+    assert staff.post(url, none_of_its_own).status_code == 302
+    meter.refresh_from_db()
+    assert meter.thresholds == []  # its own list, empty: no thresholds at all
+
+    inherit = {**none_of_its_own, "uses_type_thresholds": "on"}
+    assert staff.post(url, inherit).status_code == 302
+    meter.refresh_from_db()
+    assert meter.thresholds is None
+    page = staff.get(url).content.decode()
+    (checkbox,) = re.findall(r'<input[^>]*name="uses_type_thresholds"[^>]*>', page)
+    assert "checked" in checkbox
 
 
 def test_meter_list_shows_exact_trimmed_values(staff, meter):
     page = staff.get("/admin/metering/meter/").content.decode()
     assert ">50<" in page and ">200<" in page
     assert "50.0000000000" not in page
+    change = staff.get(f"/admin/metering/meter/{meter.pk}/change/").content.decode()
+    assert "50.0000000000" not in change

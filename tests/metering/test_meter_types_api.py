@@ -60,9 +60,15 @@ def test_create_answers_the_full_meter_type(client, acme):
     data = response.json()
     assert data["accountId"] == str(acme.operator.id)
     assert data["aggregation"] == {"type": "Sum"}
-    assert data["resetSchedule"] == {"cron": "0 0 1 * *"}
+    assert data["resetSchedule"] == {
+        "minute": "0",
+        "hour": "0",
+        "day": "1",
+        "month": "*",
+        "weekday": "*",
+    }
     assert data["capacity"] == 1000
-    assert data["thresholds"] == [{"value": 800}, {"capacityPercentage": 80}]
+    assert data["thresholds"] == [{"absoluteValue": 800}, {"capacityPercentage": 80}]
     assert data["numberOfMeters"] == 0
     assert data["category"] == "API Counts"
     assert data["externalRef"] == "878752b4-4ddf"
@@ -120,6 +126,7 @@ def test_capacity_stays_exact(client):
         ({"thresholds": [{"value": 1, "capacityPercentage": 5}]}, "thresholds[0]"),
         ({"thresholds": [{}]}, "thresholds[0]"),
         ({"thresholds": [{"value": -5}]}, "thresholds[0].value"),
+        ({"thresholds": [{"absoluteValue": -5}]}, "thresholds[0].absoluteValue"),
         ({"thresholds": [{"capacityPercentage": 0}]}, "thresholds[0].capacityPercentage"),
         ({"thresholds": [{"percent": 5}]}, "thresholds[0].percent"),
         ({"thresholds": "800"}, "thresholds"),
@@ -188,7 +195,13 @@ def test_patch_changes_fields(client, meter_type):
     assert data["name"] == "Renamed"
     assert data["capacity"] == 250.5
     assert data["category"] == "DEFAULT"
-    assert data["resetSchedule"] == {"cron": "0 0 * * 1"}
+    assert data["resetSchedule"] == {
+        "minute": "0",
+        "hour": "0",
+        "day": "*",
+        "month": "*",
+        "weekday": "1",
+    }
     assert data["thresholds"] == [{"capacityPercentage": 50}]
     assert data["updatedAt"] >= meter_type["updatedAt"]
     assert data["aggregation"] == meter_type["aggregation"]

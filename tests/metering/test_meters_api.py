@@ -60,17 +60,19 @@ def test_create_answers_the_meter_in_its_current_period(client, meter_type, acme
     assert meter["meterTypeName"] == "API calls"
     assert meter["value"] == 0
     assert meter["capacity"] == 1000
-    assert meter["thresholds"] == [{"value": 800}]
+    assert meter["thresholds"] == [{"absoluteValue": 800}]
     assert meter["unit"] == "requests" and meter["timezone"] == "Europe/Berlin"
     assert meter["customFields"] == {"plan": "gold"}
     assert meter["groups"] == [] and meter["groupBreakdowns"] == []
     assert meter["carryFirst"] is None and meter["carryLast"] is None
     assert meter["meterMetaData"]["recordCount"] == 0
     assert meter["deleteOnReset"] is False
-    # Monthly in Berlin: the period starts at local midnight on the 1st.
-    now = timezone.now()
-    assert meter["periodStart"] <= now.isoformat().replace("+00:00", "Z") < meter["periodEnd"]
-    assert meter["periodStart"].endswith(("T22:00:00.000Z", "T23:00:00.000Z"))
+    # The first period starts at the meter's creation and ends at the next fire:
+    # monthly in Berlin, local midnight on the 1st.
+    assert meter["periodStart"] == meter["createdAt"]
+    now = timezone.now().isoformat().replace("+00:00", "Z")
+    assert meter["periodStart"] <= now < meter["periodEnd"]
+    assert meter["periodEnd"].endswith(("T22:00:00.000Z", "T23:00:00.000Z"))
     # The customer exists now, keyed by the user id.
     assert Customer.objects.get(operator=acme.operator).external_id == "user0@example.com"
 
@@ -184,7 +186,7 @@ def test_patch_overrides_capacity_and_thresholds_then_falls_back(client, meter_t
 
     back = client.patch(f"{BASE}/{meter_id}", {"capacity": None, "thresholds": None}).json()
     assert back["capacity"] == 1000
-    assert back["thresholds"] == [{"value": 800}]
+    assert back["thresholds"] == [{"absoluteValue": 800}]
 
 
 @pytest.mark.parametrize(

@@ -22,9 +22,8 @@ from metering.models import (
     Notification,
     UsageRollup,
 )
-from metering.schedule import period_bounds
 from metering.usage import UsageUpdate, usage_apply
-from tests.metering.meter_helpers import make_type, utc
+from tests.metering.meter_helpers import make_type, stored, utc
 
 pytestmark = pytest.mark.django_db
 
@@ -215,7 +214,7 @@ def test_another_operators_meter_type_is_ignored(acme, globex):
     assert not Customer.objects.filter(operator=acme.operator).exists()
 
 
-def test_meters_are_created_on_first_use_with_the_types_period(acme):
+def test_meters_are_created_on_first_use_with_a_first_period_from_now(acme):
     monthly = make_type(acme.operator, cron="0 0 1 * *", tz="Europe/Berlin")
     result = usage_apply(
         operator=acme.operator,
@@ -224,8 +223,9 @@ def test_meters_are_created_on_first_use_with_the_types_period(acme):
     )
     assert result.meters_created == 4
     meter = meter_of(monthly, key="x", user="a")
-    # March 2026 in Berlin: from 1 March 00:00 CET to 1 April 00:00 CEST.
-    assert (meter.period_start, meter.period_end) == (utc(2026, 2, 28, 23), utc(2026, 3, 31, 22))
+    # From its creation to the next fire: 1 April 00:00 CEST in Berlin.
+    assert (meter.period_start, meter.period_end) == (NOW, utc(2026, 3, 31, 22))
+    assert meter.created_at == NOW
     assert meter.customer.external_id == "a" and meter.customer.operator == acme.operator
     assert meter.operator == acme.operator
     again = usage_apply(operator=acme.operator, now=NOW, updates=[update(monthly, user="a")])
@@ -298,10 +298,19 @@ def closed_period(meter, start, end, **fields) -> MeterPeriod:
     )
 
 
+def counting_since_before_today(meter_type) -> Meter:
+    """The meter as if it had been created before its current period (one that has
+    had resets), for scenes with hand-made closed periods."""
+    Meter.objects.filter(meter_type=meter_type).update(
+        period_start=START, created_at=START - datetime.timedelta(days=2)
+    )
+    return meter_of(meter_type)
+
+
 def test_late_records_correct_the_closed_period_and_its_rollup_only(acme):
     meter_type = make_type(acme.operator, aggregation=SUM)
     usage_apply(operator=acme.operator, now=NOW, updates=[update(meter_type, "3")])
-    meter = meter_of(meter_type)
+    meter = counting_since_before_today(meter_type)
     yesterday = START - datetime.timedelta(days=1)
     period = closed_period(
         meter,
@@ -345,15 +354,36 @@ def test_late_records_correct_the_closed_period_and_its_rollup_only(acme):
     assert notification.payload["lateRecords"] == 2
 
 
+def test_records_from_before_a_meters_creation_count_in_its_first_period(acme):
+    meter_type = make_type(acme.operator, aggregation=SUM)
+    long_ago = START - datetime.timedelta(days=30)
+    result = usage_apply(
+        operator=acme.operator,
+        now=NOW,
+        updates=[update(meter_type, "4", at=long_ago), update(meter_type, "1", at=minutes(-5))],
+    )
+    assert (result.applied, result.late_applied, result.late_unmatched) == (2, 0, 0)
+    meter = meter_of(meter_type)
+    assert (meter.period_start, meter.value, meter.first_event_at) == (NOW, 5, long_ago)
+
+    # Still its first period: a later batch with early records counts them too.
+    again = usage_apply(
+        operator=acme.operator, now=NOW, updates=[update(meter_type, "2", at=START)]
+    )
+    assert (again.applied, meter_of(meter_type).value) == (1, 7)
+
+
 def test_late_records_without_a_stored_period_are_ignored(acme):
     meter_type = make_type(acme.operator, aggregation=SUM)
+    usage_apply(operator=acme.operator, now=NOW, updates=[update(meter_type, "0")])
+    counting_since_before_today(meter_type)
     long_ago = START - datetime.timedelta(days=30)
     result = usage_apply(
         operator=acme.operator, now=NOW, updates=[update(meter_type, "4", at=long_ago)]
     )
     assert (result.applied, result.late_applied, result.late_unmatched) == (0, 0, 1)
-    assert meter_of(meter_type).value == 0  # created, but nothing counted
-    assert not UsageRollup.objects.exists()
+    assert meter_of(meter_type).value == 0  # nothing counted
+    assert not UsageRollup.objects.filter(hour__lt=START).exists()
     assert not Notification.objects.filter(kind=Notification.Kind.PERIOD_CORRECTED).exists()
 
 
@@ -373,7 +403,7 @@ def test_a_period_closed_by_the_reset_takes_late_records_after_it(acme):
     )
     assert (result.applied, result.late_applied) == (1, 1)
     period = MeterPeriod.objects.get()
-    assert (period.period_start, period.period_end) == (START, END)
+    assert (period.period_start, period.period_end) == (NOW, END)  # created at NOW
     assert (period.value, period.record_count, period.corrected_at) == (9, 2, later)
     meter = meter_of(meter_type)
     assert (meter.period_start, meter.value, meter.record_count) == (END, 2, 1)
@@ -395,7 +425,8 @@ def test_a_meter_deleted_on_reset_starts_again_with_the_usage_after_it(acme):
     assert (period.meter_id, period.value, period.record_count) == (None, 6, 2)
     meter = meter_of(meter_type)
     assert meter.pk != old.pk
-    assert (meter.period_start, meter.period_end, meter.value) == (END, END + (END - START), 2)
+    # A new meter: its first period runs from its creation to the next fire.
+    assert (meter.period_start, meter.period_end, meter.value) == (later, END + (END - START), 2)
 
 
 # -- Thresholds ------------------------------------------------------------------------
@@ -408,7 +439,7 @@ def test_thresholds_fire_once_per_period(acme):
     third = usage_apply(operator=acme.operator, now=NOW, updates=[update(meter_type, "6")])
     assert (len(first.alerts), len(second.alerts), len(third.alerts)) == (0, 1, 0)
     alert = Alert.objects.get()
-    assert (alert.meter_value, alert.period_start) == (12, START)
+    assert (alert.meter_value, alert.period_start) == (12, NOW)
 
 
 @pytest.mark.parametrize(
@@ -418,7 +449,7 @@ def test_thresholds_fire_once_per_period(acme):
 def test_a_meters_own_thresholds_replace_its_types(acme, type_thresholds, meter_thresholds, fired):
     meter_type = make_type(acme.operator, aggregation=SUM, thresholds=type_thresholds)
     usage_apply(operator=acme.operator, now=NOW, updates=[update(meter_type, "0")])
-    Meter.objects.update(thresholds=meter_thresholds)
+    Meter.objects.update(thresholds=stored(meter_thresholds))
     result = usage_apply(operator=acme.operator, now=NOW, updates=[update(meter_type, "5")])
     assert len(result.alerts) == Alert.objects.count() == fired
 
@@ -426,7 +457,7 @@ def test_a_meters_own_thresholds_replace_its_types(acme, type_thresholds, meter_
 def test_a_late_record_never_fires_the_current_periods_threshold(acme):
     meter_type = make_type(acme.operator, aggregation=SUM, thresholds=[{"value": 10}])
     usage_apply(operator=acme.operator, now=NOW, updates=[update(meter_type, "5")])
-    meter = meter_of(meter_type)
+    meter = counting_since_before_today(meter_type)
     yesterday = START - datetime.timedelta(days=1)
     closed_period(meter, yesterday, START, value=Decimal(1), record_count=1)
     result = usage_apply(
@@ -563,4 +594,5 @@ def test_any_sequence_of_batches_matches_a_plain_python_model(acme, aggregation,
     assert meter.record_count == count
     assert (meter.first_event_at, meter.carry_first) == first
     assert (meter.last_event_at, meter.carry_last) == last
-    assert period_bounds("0 0 * * *", "Etc/UTC", NOW) == (meter.period_start, meter.period_end)
+    # Created at NOW, it takes the records from earlier in the day too.
+    assert (meter.period_start, meter.period_end) == (NOW, END)
