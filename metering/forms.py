@@ -61,7 +61,7 @@ class ThresholdRowsWidget(forms.MultiWidget):
                 forms.TextInput(attrs={"size": 18, "maxlength": 100}),
                 forms.Select(choices=KIND_CHOICES),
                 forms.TextInput(attrs={"size": 10, "inputmode": "decimal"}),
-                forms.TextInput(attrs={"size": 40, "placeholder": '{"action": "EMAIL"}'}),
+                forms.TextInput(attrs={"size": 40, "placeholder": "a JSON object"}),
             ]
         super().__init__(widgets, attrs)
 

@@ -2,23 +2,13 @@
 
 from __future__ import annotations
 
-from pathlib import Path
-
 import pytest
 import requests
 
 from tenants.models import ApplicationAccess
 from tenants.services import operator_create
+from tests.e2e.browser import admin_login, launch, require_chromium
 
-CHROMIUM = Path("/usr/bin/chromium")
-CHROMIUM_ARGS = [
-    "--no-sandbox",
-    "--disable-gpu",
-    "--disable-background-networking",
-    "--disable-component-update",
-    "--disable-sync",
-    "--no-first-run",
-]
 SCOPES = ["usage-metering:read:meters", "metrics:read"]
 
 
@@ -27,8 +17,7 @@ SCOPES = ["usage-metering:read:meters", "metrics:read"]
 def test_staff_creates_an_application_and_sees_its_secret_once(
     live_server, settings, monkeypatch, django_user_model, tmp_path
 ):
-    if not CHROMIUM.exists():
-        pytest.skip(f"{CHROMIUM} is not installed (apt-get install chromium)")
+    require_chromium()
     from playwright.sync_api import sync_playwright
 
     # Playwright's sync API runs an event loop in this thread; the test's own ORM calls
@@ -41,19 +30,12 @@ def test_staff_creates_an_application_and_sees_its_secret_once(
     operator = operator_create(name="Umbrella")
 
     with sync_playwright() as playwright:
-        browser = playwright.chromium.launch(
-            executable_path=str(CHROMIUM), headless=True, args=CHROMIUM_ARGS
-        )
+        browser = launch(playwright)
         try:
             page = browser.new_page()
 
             # 1. Log in to the admin.
-            page.goto(f"{live_server.url}/admin/")
-            page.fill("#id_username", "alice")
-            page.fill("#id_password", "alice-password-123")
-            page.click("input[type=submit]")
-            page.wait_for_url(f"{live_server.url}/admin/")
-            assert page.locator("#user-tools").is_visible()
+            admin_login(page, live_server.url, "alice", "alice-password-123")
 
             # 2. Add an application access with two scopes.
             page.goto(f"{live_server.url}/admin/tenants/applicationaccess/add/")
