@@ -1,12 +1,11 @@
 from __future__ import annotations
 
-import json
-
 from django.contrib import admin, messages
 from django.utils.html import format_html
 
 from collection import selectors, services
 from collection.models import Collector, Ingestion, Record
+from common.json import dumps_pretty
 
 
 @admin.register(Collector)
@@ -146,9 +145,7 @@ class RecordAdmin(admin.ModelAdmin):
 
     @admin.display(description="payload")
     def payload_json(self, obj: Record) -> str:
-        return format_html(
-            "<pre>{}</pre>", json.dumps(obj.payload, indent=2, ensure_ascii=False, default=str)
-        )
+        return format_html("<pre>{}</pre>", dumps_pretty(obj.payload))
 
     @admin.action(description="Re-queue the selected FAILED records")
     def requeue_failed(self, request, queryset) -> None:

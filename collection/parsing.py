@@ -11,10 +11,7 @@ from __future__ import annotations
 import uuid
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
-from decimal import Decimal
 from typing import Any
-
-import msgspec
 
 from collection.rules import (
     ENVELOPE_FIELDS,
@@ -23,11 +20,10 @@ from collection.rules import (
     MAX_RECORD_AGE,
     MAX_RECORD_LEAD,
 )
+from common.json import DecodeError, encode, loads
 
 NDJSON = "application/x-ndjson"
 
-_decoder = msgspec.json.Decoder(float_hook=Decimal)
-_encoder = msgspec.json.Encoder(decimal_format="number")
 _ENVELOPE = frozenset(ENVELOPE_FIELDS)
 
 
@@ -45,7 +41,7 @@ class TooManyRecords(Exception):
 
 
 def _decode(raw: bytes | str) -> Any:
-    return _decoder.decode(raw)
+    return loads(raw)
 
 
 def _as_records(value: Any, field_name: str) -> list[Any]:
@@ -67,7 +63,7 @@ def parse_body(body: bytes, content_type: str) -> list[dict[str, Any]]:
                 continue
             try:
                 records.append(_decode(line))
-            except (msgspec.DecodeError, UnicodeDecodeError) as exc:
+            except (DecodeError, UnicodeDecodeError) as exc:
                 raise BodyError(
                     f"Line {index + 1} is not valid JSON: {exc}", f"data[{len(records)}]"
                 ) from None
@@ -78,7 +74,7 @@ def parse_body(body: bytes, content_type: str) -> list[dict[str, Any]]:
             raise BodyError('The body is empty; send {"data": …}.')
         try:
             document = _decode(body)
-        except (msgspec.DecodeError, UnicodeDecodeError) as exc:
+        except (DecodeError, UnicodeDecodeError) as exc:
             raise BodyError(f"The body is not valid JSON: {exc}") from None
         if not isinstance(document, dict) or "data" not in document:
             raise BodyError('The body must be a JSON object with a "data" field.', "data")
@@ -89,7 +85,7 @@ def parse_body(body: bytes, content_type: str) -> list[dict[str, Any]]:
         if isinstance(data, str):
             try:
                 data = _decode(data)
-            except (msgspec.DecodeError, UnicodeDecodeError) as exc:
+            except (DecodeError, UnicodeDecodeError) as exc:
                 raise BodyError(f"The string does not hold valid JSON: {exc}", "data") from None
         records = _as_records(data, "data")
     if not records:
@@ -154,7 +150,7 @@ def prepare_records(records: list[dict[str, Any]], now: datetime) -> PreparedBat
     batch = PreparedBatch()
     oldest, newest = now - MAX_RECORD_AGE, now + MAX_RECORD_LEAD
     seen: set[str] = set()
-    encode = _encoder.encode
+
     for index, record in enumerate(records):
         try:
             if "id" in record:

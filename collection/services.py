@@ -11,7 +11,6 @@ from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
-import msgspec
 from django.conf import settings
 from django.core.cache import cache
 from django.db import IntegrityError, connection, transaction
@@ -27,7 +26,9 @@ from collection.models import (
 from collection.parsing import PreparedBatch
 from collection.processing import processor_for
 from collection.rules import DEDUP_WINDOW, MAX_COLLECTORS_PER_OPERATOR
-from config.db import deltas_fold
+from common.db import deltas_fold
+from common.json import encode
+from common.tasks import enqueue, enqueue_on_commit
 from tenants.models import Operator, UsageCounterDelta
 from tenants.services import GATEWAY_REQUEST, usage_counter_add
 
@@ -49,8 +50,6 @@ def collector_create(*, operator: Operator, name: str) -> Collector:
 
     A duplicate live name, or a sixth live collector, is a CollectorConflict.
     """
-    from collection import tasks
-
     with transaction.atomic():
         # The operator row serialises concurrent creates, so the quota cannot be overrun.
         Operator.objects.select_for_update().filter(pk=operator.pk).first()
@@ -66,8 +65,7 @@ def collector_create(*, operator: Operator, name: str) -> Collector:
                 collector.save(force_insert=True)
         except IntegrityError:
             raise CollectorConflict(f"A collector named {name!r} already exists.") from None
-        collector_id = str(collector.pk)
-        transaction.on_commit(lambda: tasks.collector_provision.delay(collector_id))
+        enqueue_on_commit("collection.tasks.collector_provision", str(collector.pk))
     return collector
 
 
@@ -226,7 +224,6 @@ _FROM_ARRAYS = _INGEST_SQL.format(
 )
 COPY_THRESHOLD = 100
 _ARRAY_NAMES = ("record_ids", "event_times", "types", "customer_ids", "account_ids", "payloads")
-_json = msgspec.json.Encoder()
 
 
 def ingest(
@@ -260,7 +257,7 @@ def ingest(
         "candidates": len(batch.rows),
         "batch_duplicates": batch.duplicates,
         "rejected_count": len(batch.rejected),
-        "rejected": _json.encode(batch.rejected).decode(),
+        "rejected": encode(batch.rejected).decode(),
         "usage_kind": GATEWAY_REQUEST,
         "usage_key": CONNECTOR,
         "key_id": idempotency_key_id,
@@ -387,15 +384,13 @@ def records_signal(*, collector_id: str) -> None:
     """Tell the processing side that a collector has new records, at most once a second
     per collector across all processes (the worker looks again a second after each pass
     that did work, so records arriving in between do not wait for the Beat sweep)."""
-    from collection import tasks
-
     now = time.monotonic()
     if now - _last_signal.get(collector_id, -1.0) < 1.0:
         return
     _last_signal[collector_id] = now
     try:
         if cache.add(f"collection:signal:{collector_id}", 1, 1):
-            tasks.records_process.delay(collector_id)
+            enqueue("collection.tasks.records_process", collector_id)
     except Exception:
         # The records are stored; the Beat sweep will pick them up.
         logger.exception("Could not signal the processing of collector %s", collector_id)

@@ -46,8 +46,8 @@ MIDDLEWARE = [
     "django.contrib.auth.middleware.AuthenticationMiddleware",
     "django.contrib.messages.middleware.MessageMiddleware",
     "django.middleware.clickjacking.XFrameOptionsMiddleware",
-    "config.api.limits.RequestSizeLimitMiddleware",
-    "config.api.ratelimit.RateLimitHeadersMiddleware",
+    "common.api.limits.RequestSizeLimitMiddleware",
+    "common.api.ratelimit.RateLimitHeadersMiddleware",
 ]
 
 ROOT_URLCONF = "config.urls"
@@ -117,15 +117,15 @@ CSRF_COOKIE_SECURE = SESSION_COOKIE_SECURE
 DATA_UPLOAD_MAX_MEMORY_SIZE = 6 * 1024 * 1024
 
 REST_FRAMEWORK = {
-    "DEFAULT_AUTHENTICATION_CLASSES": ["config.api.authentication.OperatorTokenAuthentication"],
-    "DEFAULT_PERMISSION_CLASSES": ["config.api.permissions.OperatorScopePermission"],
-    "DEFAULT_THROTTLE_CLASSES": ["config.api.throttling.TokenBucketThrottle"],
-    "DEFAULT_RENDERER_CLASSES": ["config.api.renderers.DecimalJSONRenderer"],
-    "DEFAULT_PARSER_CLASSES": ["config.api.parsers.DecimalJSONParser"],
-    "DEFAULT_PAGINATION_CLASS": "config.api.pagination.LimitSkipPagination",
+    "DEFAULT_AUTHENTICATION_CLASSES": ["tenants.api.authentication.OperatorTokenAuthentication"],
+    "DEFAULT_PERMISSION_CLASSES": ["tenants.api.permissions.OperatorScopePermission"],
+    "DEFAULT_THROTTLE_CLASSES": ["common.api.throttling.TokenBucketThrottle"],
+    "DEFAULT_RENDERER_CLASSES": ["common.api.renderers.DecimalJSONRenderer"],
+    "DEFAULT_PARSER_CLASSES": ["common.api.parsers.DecimalJSONParser"],
+    "DEFAULT_PAGINATION_CLASS": "common.api.pagination.LimitSkipPagination",
     "DEFAULT_FILTER_BACKENDS": ["django_filters.rest_framework.DjangoFilterBackend"],
-    "DEFAULT_SCHEMA_CLASS": "config.api.schema.TallyAutoSchema",
-    "EXCEPTION_HANDLER": "config.api.errors.api_exception_handler",
+    "DEFAULT_SCHEMA_CLASS": "common.api.schema.TallyAutoSchema",
+    "EXCEPTION_HANDLER": "common.api.errors.api_exception_handler",
     "UNAUTHENTICATED_USER": None,
     "COERCE_DECIMAL_TO_STRING": False,
     # No OPTIONS metadata: it re-runs permission checks as if for other methods, and the
@@ -152,7 +152,7 @@ SPECTACULAR_SETTINGS = {
     "SERVE_AUTHENTICATION": [],
     "POSTPROCESSING_HOOKS": [
         "drf_spectacular.hooks.postprocess_schema_enums",
-        "config.api.schema.add_token_endpoint",
+        "tenants.api.schema.add_token_endpoint",
     ],
 }
 
@@ -212,11 +212,6 @@ TALLY = {
         "IDEMPOTENCY_KEY_HOURS": 24,
     },
 }
-
-if TALLY["PARAMETER_KEYS"]:
-    from parameters.crypto import build_keyring
-
-    build_keyring(TALLY["PARAMETER_KEYS"])  # a malformed key stops start-up here
 
 LOG_LEVEL = env_str("LOG_LEVEL", "INFO").upper()
 LOGGING = {

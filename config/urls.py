@@ -19,7 +19,7 @@ urlpatterns = [
     path("", include("metering.api.urls")),
 ]
 
-handler400 = "config.api.errors.handler400"
-handler403 = "config.api.errors.handler403"
-handler404 = "config.api.errors.handler404"
-handler500 = "config.api.errors.handler500"
+handler400 = "common.api.errors.handler400"
+handler403 = "common.api.errors.handler403"
+handler404 = "common.api.errors.handler404"
+handler500 = "common.api.errors.handler500"

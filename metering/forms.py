@@ -12,7 +12,7 @@ from typing import Any
 
 from django import forms
 
-from config.api.renderers import normalize_decimal
+from common.json import normalize_decimal
 from metering.models import Meter, MeterType, meter_type_name_problem
 from metering.schedule import cron_problem, timezone_problem
 from metering.thresholds import (
@@ -35,7 +35,7 @@ def plain_number(value: Any) -> Any:
 
 
 def thresholds_summary(stored: list[dict] | None) -> str:
-    """"EMAIL: 90 %, 10000" for a list page."""
+    """ "EMAIL: 90 %, 10000" for a list page."""
     parts = []
     for threshold in thresholds_from_stored(stored):
         number = plain_number(threshold.number)

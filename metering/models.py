@@ -7,7 +7,7 @@ from decimal import Decimal
 from django.db import models
 from django.utils.timezone import now
 
-from config.api.renderers import ExactJSONDecoder, ExactJSONEncoder
+from common.json import ExactJSONDecoder, ExactJSONEncoder
 from tenants.models import Operator
 
 # Meter values and capacities: exact decimals with room for large counters.

@@ -27,14 +27,14 @@ from collections.abc import Iterable
 from typing import Any, NamedTuple
 
 import requests
-import simplejson
 from django.conf import settings
 from django.db import connection, transaction
 from django.db.models import TextField
 from django.db.models.functions import Cast
 from django.utils import timezone
 
-from config.api.renderers import dumps
+from common.json import Raw, dumps
+from common.tasks import enqueue
 from metering.bulk import copy_rows
 from metering.models import DeliveryAttempt, Notification, WebhookEndpoint
 from tenants.models import Operator
@@ -139,21 +139,11 @@ def _insert(items: list[NotificationItem], created: datetime.datetime) -> list[u
 
 
 def _schedule_delivery(notification_id) -> None:
-    from metering.tasks import deliver_notification
-
-    try:
-        deliver_notification.apply_async(args=[str(notification_id)], retry=False)
-    except Exception:  # the sweep delivers it anyway; never fail the writer
-        logger.warning("Could not queue notification %s; the sweep will.", notification_id)
+    enqueue("metering.tasks.deliver_notification", str(notification_id))
 
 
 def _schedule_sweep() -> None:
-    from metering.tasks import deliver_due_notifications
-
-    try:
-        deliver_due_notifications.apply_async(retry=False)
-    except Exception:  # the every-minute sweep delivers them anyway
-        logger.warning("Could not queue a notification sweep; the scheduled one will.")
+    enqueue("metering.tasks.deliver_due_notifications")
 
 
 # 2. Endpoints and signatures --------------------------------------------------------
@@ -228,7 +218,7 @@ def notification_deliver(notification_id, now: datetime.datetime | None = None) 
             "id": notification.id,
             "type": notification.kind,
             "createdAt": notification.created_at,
-            "data": simplejson.RawJSON(notification.payload_text),
+            "data": Raw(notification.payload_text),
         }
     )
     succeeded, response_status, error, duration_ms = _post(endpoint, notification, body, timeout)

@@ -27,10 +27,9 @@ from dataclasses import dataclass
 from decimal import Decimal, InvalidOperation
 from typing import Any
 
-import simplejson
 from django.db import connection
 
-from config.api.renderers import normalize_decimal
+from common.json import dumps, dumps_text, normalize_decimal
 from metering.models import Alert, Meter, MeterType, Notification
 from metering.notifications import NotificationItem, notifications_enqueue_many
 
@@ -209,7 +208,7 @@ def _number(value: Any, *, minimum_exclusive: bool) -> tuple[Decimal, str | None
 
 
 def _json_size(value: Any) -> int:
-    return len(simplejson.dumps(value, use_decimal=True, separators=(",", ":")).encode())
+    return len(dumps(value))
 
 
 def _plain(number: Decimal) -> str:
@@ -315,7 +314,7 @@ def _insert_new(alerts: list[Alert]) -> set[uuid.UUID]:
 
 
 def _jsonb_text(value: Any) -> str:
-    return simplejson.dumps(value, use_decimal=True, ensure_ascii=False)
+    return dumps_text(value)
 
 
 def _crossed_notification(alert: Alert, meter: Meter) -> NotificationItem:

@@ -40,11 +40,11 @@ from decimal import Context, Decimal, localcontext
 from typing import Any
 from uuid import UUID
 
-from django.core.serializers.json import DjangoJSONEncoder
 from django.db import connection, transaction
 from django.db.models import Q
 from django.utils import timezone
 
+from common.json import encode
 from metering.models import Alert, Meter, MeterPeriod, MeterType, Notification
 from metering.models import UsageRollup as Rollup
 from metering.notifications import NotificationItem, notifications_enqueue_many
@@ -709,19 +709,9 @@ def _rollups_add(
 # -- Helpers ---------------------------------------------------------------------------
 
 
-class _Encoder(DjangoJSONEncoder):
-    """Full-precision datetimes (Django's encoder cuts them to milliseconds) and exact
-    decimals; everything else as Django encodes it."""
-
-    def default(self, o):
-        if isinstance(o, datetime.datetime):
-            return o.isoformat()
-        if isinstance(o, Decimal):
-            return str(o)
-        return super().default(o)
-
-
-_json = _Encoder(separators=(",", ":")).encode
+def _json(data) -> str:
+    # Full-precision datetimes and exact decimals, for json_to_recordset.
+    return encode(data).decode()
 
 
 __all__ = ["UsageApplyResult", "UsageUpdate", "usage_apply"]

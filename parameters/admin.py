@@ -3,7 +3,7 @@ from __future__ import annotations
 from django import forms
 from django.contrib import admin
 
-from config.admin_utils import adopt_created
+from common.admin import adopt_created
 from parameters import services
 from parameters.models import MASK, Parameter
 from parameters.rules import (

@@ -9,7 +9,7 @@ from django.urls import reverse
 from django.utils.html import format_html
 from oauth2_provider import models as oauth_models
 
-from config.admin_utils import adopt_created
+from common.admin import adopt_created
 from tenants import services
 from tenants.models import (
     ApplicationAccess,

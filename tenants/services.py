@@ -15,7 +15,7 @@ from django.db import transaction
 from django.utils import timezone
 from oauth2_provider.models import AccessToken, Application
 
-from config.db import deltas_fold
+from common.db import deltas_fold
 from tenants.models import (
     ApplicationAccess,
     Operator,

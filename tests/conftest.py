@@ -13,7 +13,7 @@ import pytest
 from django.conf import settings
 from django.test import Client
 
-from config.api.ratelimit import _client as redis_client
+from common.api.ratelimit import _client as redis_client
 from tenants.models import Operator, OperatorMembership
 from tenants.scopes import ALL_SCOPES
 from tenants.services import application_access_create, operator_create, platform_key_create
@@ -96,8 +96,8 @@ def _isolated_settings(settings):
     settings.TALLY["PARAMETER_KEYS"] = [TEST_PARAMETER_KEY]
     # Tests revoke and suspend and expect it at once; the cache has its own tests.
     settings.TALLY["TOKEN_CACHE_SECONDS"] = 0
-    from config.api import authentication
     from tenants import services
+    from tenants.api import authentication
 
     services._last_marked.clear()
     authentication._resolved_tokens._entries.clear()

@@ -2,13 +2,13 @@
 
 from __future__ import annotations
 
+from common.schedules import schedules_collect
 from config.celery import app
-from config.schedules import SCHEDULES
 
 
 def test_every_scheduled_task_exists():
     app.loader.import_default_modules()
-    missing = [task for task, _ in SCHEDULES.values() if task not in app.tasks]
+    missing = [task for task, _ in schedules_collect().values() if task not in app.tasks]
     assert missing == []
 
 
@@ -17,5 +17,10 @@ def test_every_fold_task_is_scheduled():
     # nothing else would notice.
     app.loader.import_default_modules()
     folds = {name for name in app.tasks if name.split(".")[-1].endswith("_fold")}
-    scheduled = {task for task, _ in SCHEDULES.values()}
+    scheduled = {task for task, _ in schedules_collect().values()}
     assert folds and folds <= scheduled, folds - scheduled
+
+
+def test_each_app_declares_its_own_schedules():
+    owners = {task.split(".")[0] for task, _ in schedules_collect().values()}
+    assert owners == {"tenants", "collection", "metering"}

@@ -4,7 +4,7 @@ from rest_framework import serializers
 
 from collection.models import Collector
 from collection.rules import name_problem
-from config.api.serializers import StrictCharField, TallyModelSerializer, TallySerializer
+from common.api.serializers import StrictCharField, TallyModelSerializer, TallySerializer
 
 
 class CollectorSerializer(TallyModelSerializer):

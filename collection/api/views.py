@@ -29,10 +29,10 @@ from collection.filtersets import CollectorFilterSet
 from collection.models import Collector
 from collection.parsing import NDJSON, BodyError, TooManyRecords, parse_body, prepare_records
 from collection.rules import IDEMPOTENCY_KEY_MAX_LENGTH, MAX_BATCH_RECORDS, MAX_BODY_BYTES
-from config.api.exceptions import Conflict, PayloadTooLarge, ServiceUnavailable, Unprocessable
-from config.api.filters import SortFilterBackend
-from config.api.limits import too_large_response
-from config.api.views import caller_operator
+from common.api.exceptions import Conflict, PayloadTooLarge, ServiceUnavailable, Unprocessable
+from common.api.filters import SortFilterBackend
+from common.api.limits import too_large_response
+from tenants.api.base import caller_operator
 
 COLLECTOR_ID = OpenApiParameter(
     "collector_id", str, OpenApiParameter.PATH, description="The collector's id."

@@ -8,15 +8,15 @@ from django.utils import timezone
 from drf_spectacular.utils import extend_schema_field
 from rest_framework import serializers
 
-from config.api.errors import NON_FIELD
-from config.api.renderers import normalize_decimal
-from config.api.serializers import (
+from common.api.errors import NON_FIELD
+from common.api.serializers import (
     DateTimeField,
     NumberField,
     StrictCharField,
     TallyModelSerializer,
     TallySerializer,
 )
+from common.json import normalize_decimal
 from metering.models import Meter, MeterPeriod, MeterType, meter_type_name_problem
 from metering.schedule import (
     SCHEDULE_FIELDS,

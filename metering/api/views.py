@@ -11,9 +11,8 @@ from rest_framework.decorators import action
 from rest_framework.request import Request
 from rest_framework.response import Response
 
-from config.api.exceptions import Conflict
-from config.api.filters import SortFilterBackend
-from config.api.views import caller_operator
+from common.api.exceptions import Conflict
+from common.api.filters import SortFilterBackend
 from metering import services
 from metering.api.serializers import (
     MeterCreateSerializer,
@@ -24,6 +23,7 @@ from metering.api.serializers import (
 )
 from metering.filtersets import MeterFilterSet, MeterTypeFilterSet
 from metering.models import Meter, MeterPeriod, MeterType
+from tenants.api.base import caller_operator
 
 # A malformed id is simply a path that does not exist (404), never a database error.
 UUID_PATTERN = "[0-9a-fA-F]{8}-?[0-9a-fA-F]{4}-?[0-9a-fA-F]{4}-?[0-9a-fA-F]{4}-?[0-9a-fA-F]{12}"

@@ -11,7 +11,7 @@ from decimal import Decimal
 
 from django.db import migrations, models
 
-import config.api.renderers
+import common.json
 
 KINDS = {
     "value": "absoluteValue",
@@ -85,9 +85,9 @@ class Migration(migrations.Migration):
             model_name="alert",
             name="threshold",
             field=models.JSONField(
-                decoder=config.api.renderers.ExactJSONDecoder,
+                decoder=common.json.ExactJSONDecoder,
                 default=dict,
-                encoder=config.api.renderers.ExactJSONEncoder,
+                encoder=common.json.ExactJSONEncoder,
             ),
         ),
         migrations.AddField(
@@ -105,9 +105,9 @@ class Migration(migrations.Migration):
             name="custom_fields",
             field=models.JSONField(
                 blank=True,
-                decoder=config.api.renderers.ExactJSONDecoder,
+                decoder=common.json.ExactJSONDecoder,
                 default=dict,
-                encoder=config.api.renderers.ExactJSONEncoder,
+                encoder=common.json.ExactJSONEncoder,
             ),
         ),
         migrations.AlterField(
@@ -115,8 +115,8 @@ class Migration(migrations.Migration):
             name="thresholds",
             field=models.JSONField(
                 blank=True,
-                decoder=config.api.renderers.ExactJSONDecoder,
-                encoder=config.api.renderers.ExactJSONEncoder,
+                decoder=common.json.ExactJSONDecoder,
+                encoder=common.json.ExactJSONEncoder,
                 null=True,
             ),
         ),
@@ -125,9 +125,9 @@ class Migration(migrations.Migration):
             name="thresholds",
             field=models.JSONField(
                 blank=True,
-                decoder=config.api.renderers.ExactJSONDecoder,
+                decoder=common.json.ExactJSONDecoder,
                 default=list,
-                encoder=config.api.renderers.ExactJSONEncoder,
+                encoder=common.json.ExactJSONEncoder,
             ),
         ),
         migrations.RunPython(forwards, backwards),

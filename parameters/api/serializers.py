@@ -2,7 +2,7 @@ from __future__ import annotations
 
 from rest_framework import serializers
 
-from config.api.serializers import StrictCharField, TallyModelSerializer, TallySerializer
+from common.api.serializers import StrictCharField, TallyModelSerializer, TallySerializer
 from parameters.models import Parameter
 from parameters.rules import DESCRIPTION_MAX_LENGTH, name_problem, value_problem
 

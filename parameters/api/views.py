@@ -10,9 +10,8 @@ from rest_framework.generics import GenericAPIView
 from rest_framework.request import Request
 from rest_framework.response import Response
 
-from config.api.exceptions import Conflict
-from config.api.filters import SortFilterBackend
-from config.api.views import caller_operator
+from common.api.exceptions import Conflict
+from common.api.filters import SortFilterBackend
 from parameters.api.serializers import (
     ParameterCreateSerializer,
     ParameterDeleteResultSerializer,
@@ -29,6 +28,7 @@ from parameters.services import (
     parameter_update,
     parameters_delete,
 )
+from tenants.api.base import caller_operator
 
 
 class OperatorParametersMixin:

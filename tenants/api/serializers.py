@@ -2,7 +2,7 @@ from __future__ import annotations
 
 from rest_framework import serializers
 
-from config.api.serializers import StrictCharField, TallyModelSerializer
+from common.api.serializers import StrictCharField, TallyModelSerializer
 from tenants.models import PlatformSettings
 
 

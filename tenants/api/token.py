@@ -13,7 +13,6 @@ import base64
 import binascii
 from urllib.parse import unquote_plus
 
-import simplejson
 from django.conf import settings
 from django.http import HttpRequest, HttpResponse, QueryDict
 from django.utils.decorators import method_decorator
@@ -21,9 +20,9 @@ from django.views import View
 from django.views.decorators.csrf import csrf_exempt
 from oauth2_provider.oauth2_backends import OAuthLibCore
 
-from config.api.errors import error_response
-from config.api.ratelimit import rate_limit_take, remember_result
-from config.api.renderers import dumps
+from common.api.errors import error_response
+from common.api.ratelimit import rate_limit_take, remember_result
+from common.json import dumps, loads
 
 TOKEN_FIELDS = ("grant_type", "client_id", "client_secret", "audience", "scope")
 # What goes on to oauthlib; `audience` is Tally's own check.
@@ -39,7 +38,7 @@ class TokenRequestError(Exception):
 def oauth_error_response(status: int, code: str, description: str, headers=None) -> HttpResponse:
     response = error_response(status, description, headers=headers, error_description=description)
     # Here `error` is the OAuth2 code, as OAuth client libraries expect.
-    body = simplejson.loads(response.content)
+    body = loads(response.content)
     body["error"] = code
     response.content = dumps(body)
     response["Cache-Control"] = "no-store"
@@ -52,7 +51,7 @@ def parse_token_request(request: HttpRequest) -> dict[str, str]:
     content_type = request.content_type or ""
     if content_type == "application/json":
         try:
-            data = simplejson.loads(request.body or b"null")
+            data = loads(request.body or b"null")
         except (ValueError, UnicodeDecodeError):
             raise TokenRequestError(400, "invalid_request", "The body is not valid JSON.") from None
         if not isinstance(data, dict):
@@ -156,7 +155,7 @@ class TokenView(View):
 
         request.tally_oauth_params = [(key, data[key]) for key in OAUTH_FIELDS if key in data]
         _uri, _headers, body, status = _ParamsCore().create_token_response(request)
-        payload = simplejson.loads(body)
+        payload = loads(body)
         if status != 200:
             code = payload.get("error", "invalid_request")
             description = payload.get("error_description") or _DESCRIPTIONS.get(code, code)

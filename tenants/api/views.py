@@ -4,7 +4,7 @@ from drf_spectacular.utils import extend_schema
 from rest_framework.request import Request
 from rest_framework.response import Response
 
-from config.api.views import PlatformAPIView
+from tenants.api.base import PlatformAPIView
 from tenants.api.serializers import PlatformSettingsSerializer
 from tenants.models import PlatformSettings
 from tenants.services import platform_settings_update

@@ -305,7 +305,7 @@ def test_cached_token_skips_the_lookup(acme, api_client, settings, django_assert
 
 
 def test_revocation_applies_once_the_cache_expires(acme, api_client, settings):
-    from config.api import authentication
+    from tenants.api import authentication
 
     settings.TALLY["TOKEN_CACHE_SECONDS"] = 60
     client = api_client(acme.token)
@@ -322,7 +322,7 @@ def test_expired_token_is_refused_even_when_cached(acme, api_client, settings):
     settings.TALLY["TOKEN_CACHE_SECONDS"] = 60
     client = api_client(acme.token)
     assert client.get("/test/applications").status_code == 200
-    from config.api import authentication
+    from tenants.api import authentication
 
     # Time passes the token's expiry: for the cached copy and the stored row alike.
     past = timezone.now() - timedelta(seconds=1)

@@ -11,8 +11,8 @@ import redis
 from django.conf import settings as django_settings
 from django.core.exceptions import ImproperlyConfigured
 
-from config.api import ratelimit
-from config.api.ratelimit import bucket_key, rate_limit_take
+from common.api import ratelimit
+from common.api.ratelimit import bucket_key, rate_limit_take
 from config.rate_limits import DEFAULT_RATE_LIMITS, merge_rate_limits
 from tenants.services import platform_key_create
 from tests.conftest import assert_error_body

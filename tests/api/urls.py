@@ -5,8 +5,8 @@ from rest_framework import generics, serializers
 from rest_framework.response import Response
 from rest_framework.views import APIView
 
-from config.api.filters import SortFilterBackend
-from config.api.serializers import (
+from common.api.filters import SortFilterBackend
+from common.api.serializers import (
     NumberField,
     StrictCharField,
     TallyModelSerializer,
@@ -83,7 +83,7 @@ urlpatterns = [
     path("", include("config.urls")),
 ]
 
-handler400 = "config.api.errors.handler400"
-handler403 = "config.api.errors.handler403"
-handler404 = "config.api.errors.handler404"
-handler500 = "config.api.errors.handler500"
+handler400 = "common.api.errors.handler400"
+handler403 = "common.api.errors.handler403"
+handler404 = "common.api.errors.handler404"
+handler500 = "common.api.errors.handler500"

@@ -10,6 +10,7 @@ from django.core.exceptions import ImproperlyConfigured
 from django.core.management import CommandError, call_command
 from django.db import connection
 
+from common.json import loads
 from parameters.crypto import ParameterDecryptionError, build_keyring, key_id_for
 from parameters.models import Parameter
 from parameters.services import parameter_create, parameter_resolve, parameter_update
@@ -69,10 +70,10 @@ def test_rotation_with_two_keys_then_removing_the_old_one(acme, settings):
 
     out = io.StringIO()
     call_command("rotate_parameter_keys", stdout=out)
-    assert out.getvalue().strip() == '{"rotated": 4}'
+    assert loads(out.getvalue()) == {"rotated": 4}
     out = io.StringIO()
     call_command("rotate_parameter_keys", stdout=out)
-    assert out.getvalue().strip() == '{"rotated": 0}'
+    assert loads(out.getvalue()) == {"rotated": 0}
 
     settings.TALLY["PARAMETER_KEYS"] = [TEST_PARAMETER_KEY]
     for name in names:
@@ -140,3 +141,20 @@ def test_no_sensitive_value_reaches_the_logs(acme, api_client, settings, caplog)
     client.delete(base, {"parameters": ["s"]})
     assert caplog.records, "the requests should have logged something"
     assert SENSITIVE_SENTINEL not in caplog.text
+
+
+def test_a_malformed_key_stops_start_up_naming_it():
+    import os
+    import subprocess
+    import sys
+
+    environment = {**os.environ, "TALLY_PARAMETER_KEYS": f"{TEST_PARAMETER_KEY},not-a-key"}
+    finished = subprocess.run(
+        [sys.executable, "manage.py", "check"],
+        env=environment,
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
+    assert finished.returncode != 0
+    assert "TALLY_PARAMETER_KEYS key #2 is not a valid Fernet key" in finished.stderr

@@ -8,7 +8,6 @@ import uuid
 from datetime import timedelta
 
 import pytest
-import simplejson
 from django.contrib.auth import get_user_model
 from django.core.management import call_command
 from django.core.management.base import CommandError
@@ -17,9 +16,11 @@ from django.utils import timezone
 from django_celery_beat.models import IntervalSchedule, PeriodicTask
 from oauth2_provider.models import AccessToken, Application
 
-from config.schedules import SCHEDULES
+from common.json import loads
+from common.schedules import schedules_collect
 from tenants.management.commands.setup_schedules import MANAGED
 from tenants.models import ApplicationAccess, Operator, OperatorMembership, PlatformApiKey
+from tenants.schedules import SCHEDULES as TENANTS_SCHEDULES
 from tenants.scopes import ALL_SCOPES
 from tenants.selectors import access_token_lookup
 from tenants.tasks import clear_expired_tokens
@@ -31,7 +32,7 @@ pytestmark = pytest.mark.django_db
 def run(*args: str) -> dict:
     out = io.StringIO()
     call_command(*args, stdout=out)
-    return simplejson.loads(out.getvalue())
+    return loads(out.getvalue())
 
 
 @pytest.fixture
@@ -226,10 +227,11 @@ def managed_tasks() -> dict[str, PeriodicTask]:
 def test_setup_schedules_writes_every_schedule_to_beat():
     printed = run("setup_schedules")
 
-    assert printed["schedules"] == list(SCHEDULES)
+    schedules = schedules_collect()
+    assert printed["schedules"] == list(schedules)
     tasks = managed_tasks()
-    assert set(tasks) == set(SCHEDULES)
-    for name, (task_path, seconds) in SCHEDULES.items():
+    assert set(tasks) == set(schedules)
+    for name, (task_path, seconds) in schedules.items():
         assert tasks[name].task == task_path
         assert tasks[name].enabled
         assert tasks[name].interval.every == seconds
@@ -253,9 +255,9 @@ def test_setup_schedules_is_idempotent():
 
 def test_setup_schedules_updates_a_changed_schedule(monkeypatch):
     run("setup_schedules")
-    name = next(iter(SCHEDULES))
-    task_path, seconds = SCHEDULES[name]
-    monkeypatch.setitem(SCHEDULES, name, (task_path, seconds * 2))
+    name = next(iter(TENANTS_SCHEDULES))
+    task_path, seconds = TENANTS_SCHEDULES[name]
+    monkeypatch.setitem(TENANTS_SCHEDULES, name, (task_path, seconds * 2))
 
     run("setup_schedules")
 
@@ -265,17 +267,19 @@ def test_setup_schedules_updates_a_changed_schedule(monkeypatch):
 def test_setup_schedules_removes_a_schedule_that_left_the_code_and_keeps_hand_made_ones(
     monkeypatch,
 ):
-    monkeypatch.setitem(SCHEDULES, "retired job", ("tenants.tasks.clear_expired_tokens", 60))
+    monkeypatch.setitem(
+        TENANTS_SCHEDULES, "retired job", ("tenants.tasks.clear_expired_tokens", 60)
+    )
     run("setup_schedules")
     assert "retired job" in managed_tasks()
     interval = IntervalSchedule.objects.get(every=60, period=IntervalSchedule.SECONDS)
     PeriodicTask.objects.create(name="staff job", task="some.task", interval=interval)
 
-    monkeypatch.delitem(SCHEDULES, "retired job")
+    monkeypatch.delitem(TENANTS_SCHEDULES, "retired job")
     printed = run("setup_schedules")
 
     assert printed["removed"] == 1
-    assert set(managed_tasks()) == set(SCHEDULES)
+    assert set(managed_tasks()) == set(schedules_collect())
     assert PeriodicTask.objects.filter(name="staff job").exists()
 
 

@@ -1,6 +1,6 @@
-import simplejson
 from django.core.management.base import BaseCommand, CommandError
 
+from common.json import dumps_text
 from parameters.crypto import ParameterDecryptionError
 from parameters.services import parameter_keys_rotate
 
@@ -16,4 +16,4 @@ class Command(BaseCommand):
             rotated = parameter_keys_rotate()
         except ParameterDecryptionError as exc:
             raise CommandError(f"Rotation stopped: {exc}") from None
-        self.stdout.write(simplejson.dumps({"rotated": rotated}))
+        self.stdout.write(dumps_text({"rotated": rotated}))

@@ -1,7 +1,7 @@
-import simplejson
 from django.core.exceptions import ValidationError
 from django.core.management.base import BaseCommand, CommandError
 
+from common.json import dumps_text
 from tenants.models import Operator
 from tenants.scopes import UnknownScopeError
 from tenants.services import application_access_create
@@ -32,7 +32,7 @@ class Command(BaseCommand):
         except (UnknownScopeError, ValueError) as exc:
             raise CommandError(str(exc)) from None
         self.stdout.write(
-            simplejson.dumps(
+            dumps_text(
                 {
                     "clientId": issued.client_id,
                     "clientSecret": issued.client_secret,

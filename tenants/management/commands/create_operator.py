@@ -1,6 +1,6 @@
-import simplejson
 from django.core.management.base import BaseCommand, CommandError
 
+from common.json import dumps_text
 from tenants.services import operator_create
 
 
@@ -15,4 +15,4 @@ class Command(BaseCommand):
             operator = operator_create(name=name)
         except ValueError as exc:
             raise CommandError(str(exc)) from None
-        self.stdout.write(simplejson.dumps({"id": str(operator.id), "name": operator.name}))
+        self.stdout.write(dumps_text({"id": str(operator.id), "name": operator.name}))

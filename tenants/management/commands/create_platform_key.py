@@ -1,6 +1,6 @@
-import simplejson
 from django.core.management.base import BaseCommand, CommandError
 
+from common.json import dumps_text
 from tenants.services import platform_key_create
 
 
@@ -15,4 +15,4 @@ class Command(BaseCommand):
             issued = platform_key_create(name=name)
         except ValueError as exc:
             raise CommandError(str(exc)) from None
-        self.stdout.write(simplejson.dumps({"key": issued.raw_key}))
+        self.stdout.write(dumps_text({"key": issued.raw_key}))

@@ -1,12 +1,12 @@
 import secrets
 from importlib import import_module
 
-import simplejson
 from django.apps import apps
 from django.contrib.auth import get_user_model
 from django.core.management.base import BaseCommand
 from django.db import transaction
 
+from common.json import dumps_text
 from tenants.models import Operator, OperatorMembership
 from tenants.services import application_access_create, operator_create
 
@@ -23,7 +23,7 @@ class Command(BaseCommand):
     @transaction.atomic
     def handle(self, *args, **options) -> None:
         if Operator.objects.filter(name=DEMO_OPERATOR).exists():
-            self.stdout.write(simplejson.dumps({"demo": "already present"}))
+            self.stdout.write(dumps_text({"demo": "already present"}))
             return
         operator = operator_create(name=DEMO_OPERATOR)
         issued = application_access_create(operator=operator, name="Demo integration")
@@ -42,7 +42,7 @@ class Command(BaseCommand):
         )
         demo = _load_app_demos(operator)
         self.stdout.write(
-            simplejson.dumps(
+            dumps_text(
                 {
                     "operator": {"id": str(operator.id), "name": operator.name},
                     "demo": demo,

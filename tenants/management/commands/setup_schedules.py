@@ -1,21 +1,22 @@
-import simplejson
 from django.core.management.base import BaseCommand
 from django.db import transaction
 from django_celery_beat.models import IntervalSchedule, PeriodicTask
 
-from config.schedules import SCHEDULES
+from common.json import dumps_text
+from common.schedules import schedules_collect
 
 # Marks the rows this command owns, so removing a schedule from code removes it here too
 # while schedules staff added by hand stay.
-MANAGED = "Managed by Tally (config/schedules.py)"
+MANAGED = "Managed by Tally (<app>/schedules.py)"
 
 
 class Command(BaseCommand):
-    help = "Create or update the Celery Beat schedule from config/schedules.py."
+    help = "Create or update the Celery Beat schedule from every app's schedules.py."
 
     @transaction.atomic
     def handle(self, *args, **options) -> None:
-        for name, (task, seconds) in SCHEDULES.items():
+        schedules = schedules_collect()
+        for name, (task, seconds) in schedules.items():
             interval, _ = IntervalSchedule.objects.get_or_create(
                 every=seconds, period=IntervalSchedule.SECONDS
             )
@@ -29,6 +30,6 @@ class Command(BaseCommand):
                 },
             )
         removed, _ = (
-            PeriodicTask.objects.filter(description=MANAGED).exclude(name__in=SCHEDULES).delete()
+            PeriodicTask.objects.filter(description=MANAGED).exclude(name__in=schedules).delete()
         )
-        self.stdout.write(simplejson.dumps({"schedules": list(SCHEDULES), "removed": removed}))
+        self.stdout.write(dumps_text({"schedules": list(schedules), "removed": removed}))

@@ -1,21 +1,13 @@
-"""Request parsing: JSON numbers become Decimal, never float."""
+"""DRF's JSON parser, over common.json: numbers with a fraction become Decimal."""
 
 from __future__ import annotations
 
-import json
-from decimal import Decimal
 from typing import Any
 
 from rest_framework.exceptions import ParseError
 from rest_framework.parsers import BaseParser
 
-
-def _reject_constant(name: str) -> Any:
-    raise ValueError(f"{name} is not a valid JSON number")
-
-
-def loads(raw: bytes | str) -> Any:
-    return json.loads(raw, parse_float=Decimal, parse_constant=_reject_constant)
+from common.json import DecodeError, loads
 
 
 class DecimalJSONParser(BaseParser):
@@ -26,8 +18,6 @@ class DecimalJSONParser(BaseParser):
         if not raw:
             raise ParseError("The request body is empty; a JSON object is expected.")
         try:
-            return loads(raw.decode("utf-8"))
-        except UnicodeDecodeError:
-            raise ParseError("The request body is not valid UTF-8.") from None
-        except ValueError as exc:
+            return loads(raw)
+        except DecodeError as exc:
             raise ParseError(f"The request body is not valid JSON: {exc}") from None

@@ -15,7 +15,7 @@ from django.http import Http404, HttpRequest, HttpResponse
 from rest_framework import exceptions
 from rest_framework.response import Response
 
-from config.api.renderers import dumps
+from common.json import dumps
 
 logger = logging.getLogger("tally.api")
 

@@ -14,7 +14,7 @@ from typing import Any
 from django.db import models
 from rest_framework import serializers
 
-from config.api.renderers import format_datetime, normalize_decimal
+from common.json import format_datetime, normalize_decimal
 
 
 def camel_case(name: str) -> str:

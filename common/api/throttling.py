@@ -9,7 +9,7 @@ from __future__ import annotations
 from django.core.exceptions import ImproperlyConfigured
 from rest_framework.throttling import BaseThrottle
 
-from config.api.ratelimit import rate_limit_take, remember_result
+from common.api.ratelimit import rate_limit_take, remember_result
 
 
 def rate_limit_group_for(request, view) -> str:

@@ -4,8 +4,8 @@ from __future__ import annotations
 
 from rest_framework.views import APIView
 
-from config.api.authentication import PlatformKeyAuthentication
-from config.api.permissions import PlatformKeyPermission
+from tenants.api.authentication import PlatformKeyAuthentication
+from tenants.api.permissions import PlatformKeyPermission
 
 
 class PlatformAPIView(APIView):

@@ -10,7 +10,7 @@ from django.core.exceptions import ImproperlyConfigured
 from rest_framework import exceptions
 from rest_framework.permissions import BasePermission
 
-from config.api.authentication import ApiClient, PlatformPrincipal
+from tenants.api.authentication import ApiClient, PlatformPrincipal
 from tenants.scopes import scope_granted
 
 

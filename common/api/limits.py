@@ -11,7 +11,7 @@ from collections.abc import Callable
 from django.conf import settings
 from django.http import HttpRequest, HttpResponse
 
-from config.api.errors import error_response
+from common.api.errors import error_response
 
 
 def max_body_bytes_for(view_func: Callable) -> int:
