@@ -7,6 +7,7 @@ from collections.abc import Iterable
 from django.db import IntegrityError, connection, transaction
 from django.utils import timezone
 
+from common.errors import ServiceConflict
 from metering.models import Customer, Meter, MeterType
 from metering.schedule import next_fire
 from tenants.models import Operator
@@ -36,7 +37,7 @@ def customers_ensure(*, operator: Operator, external_ids: Iterable[str]) -> dict
     return {customer.external_id: customer for customer in customers}
 
 
-class MeteringConflict(Exception):
+class MeteringConflict(ServiceConflict):
     """A write that breaks a uniqueness or dependency rule (answered as 409)."""
 
 

@@ -10,13 +10,14 @@ from typing import Any
 from django.db import IntegrityError, transaction
 from django.utils import timezone
 
+from common.errors import ServiceConflict
 from parameters.crypto import keyring
 from parameters.models import Parameter
 from parameters.rules import MAX_PARAMETERS_PER_OPERATOR
 from tenants.models import Operator
 
 
-class ParameterConflict(Exception):
+class ParameterConflict(ServiceConflict):
     """The write would break a uniqueness or quota rule (answered as 409)."""
 
 

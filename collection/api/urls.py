@@ -1,27 +1,22 @@
 from django.urls import path
 
-from collection.api.views import (
-    CollectorDetailView,
-    CollectorListView,
-    CollectorStatsView,
-    IngestionView,
-)
+from collection.api.views import CollectorViewSet, IngestionViewSet
+
+COLLECTOR = "online-collection/v1/collectors/<str:collector_id>"
 
 urlpatterns = [
-    path("online-collection/v1/collectors", CollectorListView.as_view(), name="collector-list"),
     path(
-        "online-collection/v1/collectors/<str:collector_id>",
-        CollectorDetailView.as_view(),
+        "online-collection/v1/collectors",
+        CollectorViewSet.as_view({"get": "list", "post": "create"}),
+        name="collector-list",
+    ),
+    path(
+        COLLECTOR,
+        CollectorViewSet.as_view(
+            {"get": "retrieve", "patch": "partial_update", "delete": "destroy"}
+        ),
         name="collector-detail",
     ),
-    path(
-        "online-collection/v1/collectors/<str:collector_id>/data",
-        IngestionView.as_view(),
-        name="collector-data",
-    ),
-    path(
-        "online-collection/v1/collectors/<str:collector_id>/stats",
-        CollectorStatsView.as_view(),
-        name="collector-stats",
-    ),
+    path(f"{COLLECTOR}/data", IngestionViewSet.as_view({"post": "create"}), name="collector-data"),
+    path(f"{COLLECTOR}/stats", CollectorViewSet.as_view({"get": "stats"}), name="collector-stats"),
 ]

@@ -15,6 +15,8 @@ from django.http import Http404, HttpRequest, HttpResponse
 from rest_framework import exceptions
 from rest_framework.response import Response
 
+from common.api.exceptions import Conflict
+from common.errors import ServiceConflict
 from common.json import dumps
 
 logger = logging.getLogger("tally.api")
@@ -101,6 +103,8 @@ def api_exception_handler(exc: Exception, context: dict[str, Any]) -> Response |
     """DRF exception handler: every handled exception answers in the shared shape."""
     if isinstance(exc, Http404):
         exc = exceptions.NotFound()
+    elif isinstance(exc, ServiceConflict):
+        exc = Conflict(str(exc))
     elif isinstance(exc, DjangoPermissionDenied):
         exc = exceptions.PermissionDenied()
 

@@ -6,12 +6,11 @@ from django.db.models import Count
 from django.http import Http404
 from django_filters.rest_framework import DjangoFilterBackend
 from drf_spectacular.utils import extend_schema, inline_serializer
-from rest_framework import serializers, viewsets
+from rest_framework import mixins, serializers
 from rest_framework.decorators import action
 from rest_framework.request import Request
 from rest_framework.response import Response
 
-from common.api.exceptions import Conflict
 from common.api.filters import SortFilterBackend
 from metering import services
 from metering.api.serializers import (
@@ -23,19 +22,16 @@ from metering.api.serializers import (
 )
 from metering.filtersets import MeterFilterSet, MeterTypeFilterSet
 from metering.models import Meter, MeterPeriod, MeterType
-from tenants.api.base import caller_operator
-
-# A malformed id is simply a path that does not exist (404), never a database error.
-UUID_PATTERN = "[0-9a-fA-F]{8}-?[0-9a-fA-F]{4}-?[0-9a-fA-F]{4}-?[0-9a-fA-F]{4}-?[0-9a-fA-F]{12}"
+from tenants.api.base import OperatorViewSet
 
 DELETED = inline_serializer("Deleted", {"deletedCount": serializers.IntegerField()})
 
 
-class MeterTypeViewSet(viewsets.GenericViewSet):
+class MeterTypeViewSet(mixins.ListModelMixin, mixins.RetrieveModelMixin, OperatorViewSet):
     """Meter types: what is measured, how it aggregates and when it resets."""
 
+    queryset = MeterType.objects.all()
     serializer_class = MeterTypeSerializer
-    lookup_value_regex = UUID_PATTERN
     filterset_class = MeterTypeFilterSet
     filter_backends = [DjangoFilterBackend, SortFilterBackend]
     sort_fields = {
@@ -57,55 +53,37 @@ class MeterTypeViewSet(viewsets.GenericViewSet):
     }
 
     def get_queryset(self):
-        return MeterType.objects.filter(operator=caller_operator(self)).annotate(
-            number_of_meters=Count("meters")
-        )
-
-    def list(self, request: Request) -> Response:
-        page = self.paginate_queryset(self.filter_queryset(self.get_queryset()))
-        return self.get_paginated_response(self.get_serializer(page, many=True).data)
-
-    def retrieve(self, request: Request, pk: str) -> Response:
-        return Response(self.get_serializer(self.get_object()).data)
+        return super().get_queryset().annotate(number_of_meters=Count("meters"))
 
     def create(self, request: Request) -> Response:
         serializer = self.get_serializer(data=request.data)
         serializer.is_valid(raise_exception=True)
-        try:
-            meter_type = services.meter_type_create(
-                operator=request.user.operator, **serializer.validated_data
-            )
-        except services.MeteringConflict as exc:
-            raise Conflict(str(exc)) from None
+        meter_type = services.meter_type_create(
+            operator=request.user.operator, **serializer.validated_data
+        )
         return Response(self.get_serializer(self._reload(meter_type)).data, status=201)
 
     def partial_update(self, request: Request, pk: str) -> Response:
         meter_type = self.get_object()
         serializer = self.get_serializer(meter_type, data=request.data, partial=True)
         serializer.is_valid(raise_exception=True)
-        try:
-            services.meter_type_update(meter_type=meter_type, **serializer.validated_data)
-        except services.MeteringConflict as exc:
-            raise Conflict(str(exc)) from None
+        services.meter_type_update(meter_type=meter_type, **serializer.validated_data)
         return Response(self.get_serializer(self._reload(meter_type)).data)
 
     @extend_schema(responses={200: DELETED})
     def destroy(self, request: Request, pk: str) -> Response:
-        try:
-            services.meter_type_delete(meter_type=self.get_object())
-        except services.MeteringConflict as exc:
-            raise Conflict(str(exc)) from None
+        services.meter_type_delete(meter_type=self.get_object())
         return Response({"deletedCount": 1})
 
     def _reload(self, meter_type: MeterType) -> MeterType:
         return self.get_queryset().get(pk=meter_type.pk)
 
 
-class MeterViewSet(viewsets.GenericViewSet):
+class MeterViewSet(mixins.ListModelMixin, mixins.RetrieveModelMixin, OperatorViewSet):
     """Meters: one customer's counter for one meter type and meter key."""
 
+    queryset = Meter.objects.select_related("meter_type")
     serializer_class = MeterSerializer
-    lookup_value_regex = UUID_PATTERN
     filterset_class = MeterFilterSet
     filter_backends = [DjangoFilterBackend, SortFilterBackend]
     sort_fields = {"createdAt": "created_at", "updatedAt": "updated_at", "value": "value"}
@@ -121,35 +99,21 @@ class MeterViewSet(viewsets.GenericViewSet):
         "destroy": "usage-metering:delete:meters",
     }
 
-    def get_queryset(self):
-        return Meter.objects.filter(operator=caller_operator(self)).select_related("meter_type")
-
     def get_list_key(self) -> str:
         return "periods" if self.action == "periods" else self.list_key
-
-    def list(self, request: Request) -> Response:
-        page = self.paginate_queryset(self.filter_queryset(self.get_queryset()))
-        return self.get_paginated_response(self.get_serializer(page, many=True).data)
-
-    def retrieve(self, request: Request, pk: str) -> Response:
-        return Response(self.get_serializer(self.get_object()).data)
 
     @extend_schema(request=MeterCreateSerializer, responses={201: MeterSerializer})
     def create(self, request: Request) -> Response:
         serializer = MeterCreateSerializer(data=request.data)
         serializer.is_valid(raise_exception=True)
         data = serializer.validated_data
-        meter_type = self._meter_type(data)
-        try:
-            meter = services.meter_create(
-                operator=request.user.operator,
-                meter_type=meter_type,
-                meter_key=data["meter_key"],
-                user_id=data["user_id"],
-                custom_fields=data.get("custom_fields"),
-            )
-        except services.MeteringConflict as exc:
-            raise Conflict(str(exc)) from None
+        meter = services.meter_create(
+            operator=request.user.operator,
+            meter_type=self._meter_type(data),
+            meter_key=data["meter_key"],
+            user_id=data["user_id"],
+            custom_fields=data.get("custom_fields"),
+        )
         return Response(self.get_serializer(meter).data, status=201)
 
     @extend_schema(request=MeterUpdateSerializer, responses={200: MeterSerializer})

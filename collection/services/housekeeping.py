@@ -1,0 +1,40 @@
+"""Housekeeping: folding rollup deltas and forgetting record ids past the dedup window."""
+
+from __future__ import annotations
+
+from datetime import datetime
+
+from django.db import connection
+from django.utils import timezone
+
+from collection.models import EventRollup, EventRollupDelta
+from collection.rules import DEDUP_WINDOW
+from common.db import deltas_fold
+
+
+def rollups_fold() -> int:
+    """Move rollup deltas into their buckets; returns how many deltas were folded."""
+    return deltas_fold(
+        deltas_table=EventRollupDelta._meta.db_table,
+        buckets_table=EventRollup._meta.db_table,
+        keys=["operator_id", "collector_id", "type", "status", "hour"],
+    )
+
+
+def record_keys_sweep(*, now: datetime | None = None, batch_size: int = 50_000) -> int:
+    """Forget record ids older than the deduplication window; returns rows deleted."""
+    cutoff = (now or timezone.now()) - DEDUP_WINDOW
+    deleted = 0
+    while True:
+        with connection.cursor() as cursor:
+            cursor.execute(
+                """
+                DELETE FROM collection_recordkey WHERE key_hash IN (
+                    SELECT key_hash FROM collection_recordkey WHERE seen_at < %s LIMIT %s
+                )
+                """,
+                [cutoff, batch_size],
+            )
+            deleted += cursor.rowcount
+            if cursor.rowcount < batch_size:
+                return deleted

@@ -1,0 +1,219 @@
+"""The record work queue: signal, claim, process, finish, re-queue.
+
+Records wait UNPROCESSED; a worker claims a batch (FOR UPDATE SKIP LOCKED, so workers
+take disjoint batches), runs the collector's processor over it and marks it PROCESSED or
+FAILED in the transaction that holds the processor's effects. Every status change
+appends rollup deltas, so counts by status never need a scan.
+"""
+
+from __future__ import annotations
+
+import logging
+import time
+from collections import Counter
+from dataclasses import dataclass
+from datetime import UTC, datetime, timedelta
+
+from django.conf import settings
+from django.core.cache import cache
+from django.db import connection, transaction
+from django.utils import timezone
+
+from collection.models import Collector, EventRollupDelta, Record
+from collection.processing import processor_for
+from common.tasks import enqueue
+
+logger = logging.getLogger(__name__)
+
+
+# collector id -> when this process last signalled it (saves a Redis call per request).
+_last_signal: dict[str, float] = {}
+
+
+def records_signal(*, collector_id: str) -> None:
+    """Tell the processing side that a collector has new records, at most once a second
+    per collector across all processes (the worker looks again a second after each pass
+    that did work, so records arriving in between do not wait for the Beat sweep)."""
+    now = time.monotonic()
+    if now - _last_signal.get(collector_id, -1.0) < 1.0:
+        return
+    _last_signal[collector_id] = now
+    try:
+        if cache.add(f"collection:signal:{collector_id}", 1, 1):
+            enqueue("collection.tasks.records_process", collector_id)
+    except Exception:
+        # The records are stored; the Beat sweep will pick them up.
+        logger.exception("Could not signal the processing of collector %s", collector_id)
+
+
+class ClaimLost(Exception):
+    """A claimed batch was claimed again by another worker (this one was too slow)."""
+
+
+@dataclass(frozen=True)
+class Claim:
+    collector_id: str
+    claimed_at: datetime
+    records: list[Record]
+
+
+_CLAIM_SQL = """
+UPDATE collection_record r SET status = 2, claimed_at = %(now)s
+FROM (
+    SELECT id, received_at, status AS old_status FROM collection_record
+    WHERE collector_id = %(collector)s AND status IN (1, 2)
+      AND (status = 1 OR claimed_at < %(stale_before)s)
+    ORDER BY received_at, id
+    LIMIT %(limit)s
+    FOR UPDATE SKIP LOCKED
+) c
+WHERE r.id = c.id AND r.received_at = c.received_at
+RETURNING r.*, c.old_status
+"""
+
+
+def _add_deltas(counts: Counter) -> None:
+    """Append rollup deltas: `counts` maps (operator, collector, type, status, hour) to n."""
+    rows = [
+        EventRollupDelta(
+            operator_id=operator_id,
+            collector_id=collector_id,
+            type=type_,
+            status=status,
+            hour=hour,
+            count=count,
+        )
+        for (operator_id, collector_id, type_, status, hour), count in counts.items()
+        if count
+    ]
+    if rows:
+        EventRollupDelta.objects.bulk_create(rows)
+
+
+def _hour(value: datetime) -> datetime:
+    return value.astimezone(UTC).replace(minute=0, second=0, microsecond=0)
+
+
+def records_claim(
+    *, collector_id: str, limit: int | None = None, now: datetime | None = None
+) -> Claim:
+    """Claim up to `limit` of the collector's oldest UNPROCESSED records (and IN_PROGRESS
+    ones whose claim timed out: their worker died) with FOR UPDATE SKIP LOCKED, so that
+    concurrent workers take disjoint batches. Committed on return."""
+    now = now or timezone.now()
+    options = settings.TALLY["COLLECTION"]
+    limit = limit or options["PROCESS_BATCH_SIZE"]
+    stale_before = now - timedelta(seconds=options["CLAIM_TIMEOUT_SECONDS"])
+    with transaction.atomic():
+        records = list(
+            Record.objects.raw(
+                _CLAIM_SQL,
+                {
+                    "now": now,
+                    "collector": collector_id,
+                    "stale_before": stale_before,
+                    "limit": limit,
+                },
+            )
+        )
+        deltas: Counter = Counter()
+        for record in records:
+            bucket = (record.operator_id, record.collector_id, record.type)
+            hour = _hour(record.event_time)
+            if record.old_status != Record.Status.IN_PROGRESS:
+                deltas[(*bucket, record.old_status, hour)] -= 1
+                deltas[(*bucket, Record.Status.IN_PROGRESS, hour)] += 1
+        _add_deltas(deltas)
+    records.sort(key=lambda record: (record.received_at, record.id))
+    return Claim(collector_id=collector_id, claimed_at=now, records=records)
+
+
+def claim_finish(*, claim: Claim, failures: dict[int, str]) -> None:
+    """Mark a claimed batch PROCESSED (or FAILED with a reason), in the caller's
+    transaction. If any record is no longer held by this claim, raise ClaimLost so the
+    caller's transaction, processor effects included, is rolled back: a batch is
+    processed once even when a slow worker's claim was taken over."""
+    ids = [record.id for record in claim.records]
+    failed_ids = [record_id for record_id in ids if record_id in failures]
+    reasons = [failures[record_id][:1000] for record_id in failed_ids]
+    with connection.cursor() as cursor:
+        cursor.execute(
+            """
+            UPDATE collection_record r
+            SET status = CASE WHEN f.reason IS NULL THEN 3 ELSE 4 END,
+                failure_reason = f.reason, claimed_at = NULL
+            FROM unnest(%s::bigint[]) AS c(id)
+            LEFT JOIN unnest(%s::bigint[], %s::text[]) AS f(id, reason) ON f.id = c.id
+            WHERE r.id = c.id AND r.status = 2 AND r.claimed_at = %s
+            """,
+            [ids, failed_ids, reasons, claim.claimed_at],
+        )
+        if cursor.rowcount != len(ids):
+            raise ClaimLost(
+                f"{len(ids) - cursor.rowcount} of {len(ids)} records were claimed again."
+            )
+    deltas: Counter = Counter()
+    for record in claim.records:
+        bucket = (record.operator_id, record.collector_id, record.type)
+        hour = _hour(record.event_time)
+        final = Record.Status.FAILED if record.id in failures else Record.Status.PROCESSED
+        deltas[(*bucket, Record.Status.IN_PROGRESS, hour)] -= 1
+        deltas[(*bucket, final, hour)] += 1
+    _add_deltas(deltas)
+
+
+def records_process_batch(*, collector_id: str, now: datetime | None = None) -> int:
+    """Claim one batch of the collector's records and run its processor over it.
+
+    Returns how many records were claimed (0: nothing to do, or no processor: records
+    of a collector nobody processes stay UNPROCESSED). The processor runs in the same
+    transaction that marks the records, so its effects and the new statuses commit
+    together. A processor that raises marks the whole batch FAILED with the error.
+    """
+    collector = Collector.objects.filter(pk=collector_id).first()
+    processor = processor_for(collector) if collector is not None else None
+    if processor is None:
+        return 0
+    claim = records_claim(collector_id=str(collector_id), now=now)
+    if not claim.records:
+        return 0
+    try:
+        with transaction.atomic():
+            failures = processor.process(claim.records) or {}
+            claim_finish(claim=claim, failures=failures)
+    except ClaimLost:
+        logger.warning("A batch of collector %s was claimed again; dropped", collector_id)
+        return 0
+    except Exception as exc:
+        logger.exception("The processor of collector %s failed a batch", collector_id)
+        reason = f"{type(exc).__name__}: {exc}"
+        try:
+            with transaction.atomic():
+                claim_finish(claim=claim, failures={r.id: reason for r in claim.records})
+        except ClaimLost:
+            return 0
+    return len(claim.records)
+
+
+def records_requeue_failed(*, record_ids: list[int]) -> int:
+    """Put FAILED records back in the queue (UNPROCESSED, reason cleared)."""
+    with transaction.atomic(), connection.cursor() as cursor:
+        cursor.execute(
+            """
+            UPDATE collection_record SET status = 1, failure_reason = NULL, claimed_at = NULL
+            WHERE id = ANY(%s) AND status = 4
+            RETURNING operator_id, collector_id, type, event_time
+            """,
+            [list(record_ids)],
+        )
+        rows = cursor.fetchall()
+        deltas: Counter = Counter()
+        for operator_id, collector_id, type_, event_time in rows:
+            deltas[(operator_id, collector_id, type_, Record.Status.FAILED, _hour(event_time))] -= 1
+            deltas[
+                (operator_id, collector_id, type_, Record.Status.UNPROCESSED, _hour(event_time))
+            ] += 1
+        _add_deltas(deltas)
+        for collector_id in {row[1] for row in rows}:
+            transaction.on_commit(lambda c=str(collector_id): records_signal(collector_id=c))
+    return len(rows)
