@@ -16,8 +16,11 @@ from datetime import UTC, datetime, timedelta
 
 from django.conf import settings
 from django.core.cache import cache
-from django.db import connection, transaction
+from django.db import InterfaceError, OperationalError, connection, transaction
 from django.utils import timezone
+from kombu.exceptions import OperationalError as KombuOperationalError
+from redis.exceptions import ConnectionError as RedisConnectionError
+from redis.exceptions import TimeoutError as RedisTimeoutError
 
 from collection.models import Collector, EventRollupDelta, Record
 from collection.processing import processor_for
@@ -162,13 +165,35 @@ def claim_finish(*, claim: Claim, failures: dict[int, str]) -> None:
     _add_deltas(deltas)
 
 
+# Errors that say nothing about the records: the database, the cache or the broker was
+# briefly unreachable. A batch that meets one is left to be claimed again, untouched.
+TRANSIENT_ERRORS: tuple[type[BaseException], ...] = (
+    OperationalError,
+    InterfaceError,
+    ConnectionError,
+    TimeoutError,
+    KombuOperationalError,
+    RedisConnectionError,
+    RedisTimeoutError,
+)
+
+
 def records_process_batch(*, collector_id: str, now: datetime | None = None) -> int:
     """Claim one batch of the collector's records and run its processor over it.
 
     Returns how many records were claimed (0: nothing to do, or no processor: records
     of a collector nobody processes stay UNPROCESSED). The processor runs in the same
     transaction that marks the records, so its effects and the new statuses commit
-    together. A processor that raises marks the whole batch FAILED with the error.
+    together.
+
+    1. The whole batch is processed at once; records the processor reports are FAILED
+       with their reason.
+    2. If the processor raises, the batch is processed again one record at a time, each
+       in a savepoint: a record that raises fails alone, with the error as its reason,
+       and its neighbours are processed.
+    3. A transient error (database, cache or broker unreachable) fails no record: the
+       claim is given back so the batch is claimed again (or, if even that cannot be
+       written, the claim times out and another worker takes it).
     """
     collector = Collector.objects.filter(pk=collector_id).first()
     processor = processor_for(collector) if collector is not None else None
@@ -179,20 +204,68 @@ def records_process_batch(*, collector_id: str, now: datetime | None = None) -> 
         return 0
     try:
         with transaction.atomic():
-            failures = processor.process(claim.records) or {}
+            try:
+                with transaction.atomic():
+                    failures = processor.process(claim.records) or {}
+            except TRANSIENT_ERRORS:
+                raise
+            except Exception:
+                logger.exception(
+                    "The processor of collector %s failed a batch; retrying it record by record",
+                    collector_id,
+                )
+                failures = _process_one_by_one(processor, claim.records)
             claim_finish(claim=claim, failures=failures)
     except ClaimLost:
         logger.warning("A batch of collector %s was claimed again; dropped", collector_id)
         return 0
-    except Exception as exc:
-        logger.exception("The processor of collector %s failed a batch", collector_id)
-        reason = f"{type(exc).__name__}: {exc}"
+    except TRANSIENT_ERRORS:
+        logger.warning(
+            "A transient error stopped a batch of collector %s; it will be claimed again",
+            collector_id,
+            exc_info=True,
+        )
+        _claim_release(claim)
+        return 0
+    return len(claim.records)
+
+
+def _process_one_by_one(processor, records: list[Record]) -> dict[int, str]:
+    failures: dict[int, str] = {}
+    for record in records:
         try:
             with transaction.atomic():
-                claim_finish(claim=claim, failures={r.id: reason for r in claim.records})
-        except ClaimLost:
-            return 0
-    return len(claim.records)
+                failures.update(processor.process([record]) or {})
+        except TRANSIENT_ERRORS:
+            raise
+        except Exception as exc:
+            failures[record.id] = f"{type(exc).__name__}: {exc}"
+    return failures
+
+
+def _claim_release(claim: Claim) -> None:
+    """Give a claimed batch back to the queue at once (best effort: when the database
+    is what failed, the claim timeout does the same later)."""
+    try:
+        with transaction.atomic():
+            with connection.cursor() as cursor:
+                cursor.execute(
+                    """
+                    UPDATE collection_record SET status = 1, claimed_at = NULL
+                    WHERE id = ANY(%s) AND status = 2 AND claimed_at = %s
+                    RETURNING operator_id, collector_id, type, event_time
+                    """,
+                    [[record.id for record in claim.records], claim.claimed_at],
+                )
+                rows = cursor.fetchall()
+            deltas: Counter = Counter()
+            for operator_id, collector_id, type_, event_time in rows:
+                bucket = (operator_id, collector_id, type_)
+                deltas[(*bucket, Record.Status.IN_PROGRESS, _hour(event_time))] -= 1
+                deltas[(*bucket, Record.Status.UNPROCESSED, _hour(event_time))] += 1
+            _add_deltas(deltas)
+    except TRANSIENT_ERRORS:
+        logger.warning("Could not give back a claim; its timeout will", exc_info=True)
 
 
 def records_requeue_failed(*, record_ids: list[int]) -> int:

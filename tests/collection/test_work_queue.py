@@ -6,7 +6,10 @@ from collections import Counter
 from datetime import timedelta
 
 import pytest
+from django.db import OperationalError, connection
 from django.utils import timezone
+from kombu.exceptions import OperationalError as KombuOperationalError
+from redis.exceptions import ConnectionError as RedisConnectionError
 
 from collection import tasks
 from collection.models import Collector, EventRollup, EventRollupDelta, Record
@@ -91,24 +94,129 @@ def test_failed_records_carry_a_reason_and_can_be_requeued(client, collector, pr
     assert processor.seen["r1"] == 2
 
 
-def test_a_processor_that_raises_fails_the_batch(client, collector):
-    class Broken:
-        def process(self, records):
-            raise RuntimeError("boom")
+class PickyProcessor:
+    """Writes a row per record through SQL; a record with {"bad": true} makes the
+    database itself refuse (division by zero), another raises in Python."""
 
-    def resolve(candidate):
-        return Broken()
+    def __init__(self) -> None:
+        self.calls: list[int] = []
 
-    register_resolver(resolve)
-    try:
-        send(client, collector, 2)
-        records_process_batch(collector_id=str(collector.pk))
-    finally:
+    def process(self, records: list[Record]) -> dict[int, str]:
+        self.calls.append(len(records))
+        with connection.cursor() as cursor:
+            for record in records:
+                divisor = 0 if record.payload.get("bad") else 1
+                cursor.execute("SELECT 1 / %s", [divisor])
+                if record.payload.get("broken"):
+                    raise RuntimeError("boom")
+                EventRollupDelta.objects.create(
+                    operator_id=record.operator_id,
+                    collector_id=record.collector_id,
+                    type="processed-marker",
+                    status=Record.Status.PROCESSED,
+                    hour=timezone.now().replace(minute=0, second=0, microsecond=0),
+                    count=1,
+                )
+        return {}
+
+
+@pytest.fixture
+def use_processor(collector):
+    registered = []
+
+    def use(processor):
+        def resolve(candidate):
+            return processor if candidate.pk == collector.pk else None
+
+        register_resolver(resolve)
+        registered.append(resolve)
+        return processor
+
+    yield use
+    for resolve in registered:
         unregister_resolver(resolve)
-    reasons = set(
-        Record.objects.filter(collector_id=collector.pk).values_list("failure_reason", flat=True)
+
+
+def test_a_record_that_cannot_be_processed_fails_alone(client, collector, use_processor):
+    processor = use_processor(PickyProcessor())
+    records = [
+        {"id": "ok-1"},
+        {"id": "bad", "bad": True},
+        {"id": "ok-2"},
+        {"id": "x", "broken": True},
+    ]
+    assert client.post(data_url(collector), {"data": records}).status_code == 202
+
+    assert records_process_batch(collector_id=str(collector.pk)) == 4
+
+    outcome = dict(
+        Record.objects.filter(collector_id=collector.pk).values_list("record_id", "status")
     )
-    assert reasons == {"RuntimeError: boom"}
+    assert outcome == {
+        "ok-1": Record.Status.PROCESSED,
+        "bad": Record.Status.FAILED,
+        "ok-2": Record.Status.PROCESSED,
+        "x": Record.Status.FAILED,
+    }
+    reasons = dict(
+        Record.objects.filter(status=Record.Status.FAILED).values_list(
+            "record_id", "failure_reason"
+        )
+    )
+    assert reasons["bad"].startswith("DataError: division by zero")
+    assert reasons["x"] == "RuntimeError: boom"
+    # The whole batch first, then one record at a time; only the good records' effects
+    # were kept, once each.
+    assert processor.calls == [4, 1, 1, 1, 1]
+    assert EventRollupDelta.objects.filter(type="processed-marker").count() == 2
+
+
+class FlakyProcessor:
+    """Fails with a transient error the first `failures` times, then processes."""
+
+    def __init__(self, failures: int, error: Exception) -> None:
+        self.failures = failures
+        self.error = error
+        self.processed: Counter = Counter()
+
+    def process(self, records: list[Record]) -> dict[int, str]:
+        if self.failures:
+            self.failures -= 1
+            raise self.error
+        self.processed.update(record.record_id for record in records)
+        return {}
+
+
+@pytest.mark.parametrize(
+    "error",
+    [
+        OperationalError("server closed the connection unexpectedly"),
+        KombuOperationalError("broker unreachable"),
+        RedisConnectionError("cache unreachable"),
+    ],
+    ids=["database", "broker", "cache"],
+)
+def test_a_transient_error_fails_no_record_and_the_batch_runs_again(
+    client, collector, use_processor, error
+):
+    processor = use_processor(FlakyProcessor(failures=1, error=error))
+    send(client, collector, 3)
+
+    assert records_process_batch(collector_id=str(collector.pk)) == 0
+    assert statuses(collector) == {Record.Status.UNPROCESSED: 3}  # given back, not FAILED
+    counts = collector_status_counts(collector_id=collector.pk)
+    assert (counts["UNPROCESSED"], counts["IN_PROGRESS"], counts["FAILED"]) == (3, 0, 0)
+
+    assert records_process_batch(collector_id=str(collector.pk)) == 3
+    assert statuses(collector) == {Record.Status.PROCESSED: 3}
+    assert set(processor.processed.values()) == {1}
+    rollups_fold()
+    counts = dict(
+        EventRollup.objects.filter(collector_id=collector.pk).values_list("status", "count")
+    )
+    assert counts.get(Record.Status.PROCESSED) == 3
+    assert not counts.get(Record.Status.FAILED)
+    assert not counts.get(Record.Status.IN_PROGRESS)
 
 
 def test_concurrent_claims_take_disjoint_batches(client, collector):
