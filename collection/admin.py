@@ -5,11 +5,12 @@ from django.utils.html import format_html
 
 from collection import selectors, services
 from collection.models import Collector, Ingestion, Record
+from common.admin import ServiceAdminMixin
 from common.json import dumps_pretty
 
 
 @admin.register(Collector)
-class CollectorAdmin(admin.ModelAdmin):
+class CollectorAdmin(ServiceAdminMixin, admin.ModelAdmin):
     list_display = [
         "name",
         "operator",
@@ -56,10 +57,7 @@ class CollectorAdmin(admin.ModelAdmin):
         return obj.last_ingestion_at
 
     def save_model(self, request, obj: Collector, form, change) -> None:
-        try:
-            services.collector_rename(collector=obj, name=obj.name)
-        except services.CollectorConflict as exc:
-            messages.error(request, str(exc))
+        services.collector_rename(collector=obj, name=obj.name)
 
     def delete_model(self, request, obj: Collector) -> None:
         services.collector_delete(collector=obj)

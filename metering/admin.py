@@ -4,6 +4,8 @@ from django.contrib import admin
 from django.db import models
 from django.db.models import Count
 
+from common.admin import ServiceAdminMixin, adopt_created
+from metering import services
 from metering.forms import MeterForm, MeterTypeForm, plain_number, thresholds_summary
 from metering.models import (
     Alert,
@@ -18,12 +20,30 @@ from metering.models import (
 
 
 @admin.register(Customer)
-class CustomerAdmin(admin.ModelAdmin):
+class CustomerAdmin(ServiceAdminMixin, admin.ModelAdmin):
     list_display = ["external_id", "name", "email", "operator", "meter_count", "created_at"]
     list_filter = ["operator"]
     list_select_related = ["operator"]
     search_fields = ["external_id", "name", "email"]
+    fields = ["operator", "external_id", "name", "email", "created_at"]
     readonly_fields = ["created_at"]
+
+    def get_readonly_fields(self, request, obj=None):
+        # The external id is the customer's identity in usage and meters.
+        return [*self.readonly_fields, "operator", "external_id"] if obj else self.readonly_fields
+
+    def save_model(self, request, obj: Customer, form, change) -> None:
+        data = form.cleaned_data
+        if change:
+            services.customer_update(customer=obj, name=data["name"], email=data["email"])
+            return
+        created = services.customer_create(
+            operator=data["operator"],
+            external_id=data["external_id"],
+            name=data["name"],
+            email=data["email"],
+        )
+        adopt_created(obj, created)
 
     def get_queryset(self, request):
         return super().get_queryset(request).annotate(_meter_count=Count("meters"))
@@ -39,7 +59,7 @@ def _exact(value):
 
 
 @admin.register(MeterType)
-class MeterTypeAdmin(admin.ModelAdmin):
+class MeterTypeAdmin(ServiceAdminMixin, admin.ModelAdmin):
     form = MeterTypeForm
     list_display = [
         "name",
@@ -60,8 +80,10 @@ class MeterTypeAdmin(admin.ModelAdmin):
     readonly_fields = ["aggregation", "created_at", "updated_at"]
 
     def get_readonly_fields(self, request, obj=None):
-        # The aggregation is fixed once meters count with it.
-        return self.readonly_fields if obj is not None else ["created_at", "updated_at"]
+        # The aggregation is fixed once meters count with it; the owner never changes.
+        if obj is None:
+            return ["created_at", "updated_at"]
+        return [*self.readonly_fields, "operator"]
 
     def get_queryset(self, request):
         return super().get_queryset(request).annotate(_meter_count=Count("meters"))
@@ -69,6 +91,20 @@ class MeterTypeAdmin(admin.ModelAdmin):
     @admin.display(description="meters", ordering="_meter_count")
     def meter_count(self, obj: MeterType) -> int:
         return obj._meter_count
+
+    def save_model(self, request, obj: MeterType, form, change) -> None:
+        fields = {name: form.cleaned_data[name] for name in form.changed_data}
+        if change:
+            fields.pop("aggregation", None)  # fixed once created (read-only on the page)
+            if fields:
+                services.meter_type_update(meter_type=obj, **fields)
+            return
+        fields = {name: value for name, value in form.cleaned_data.items() if name != "operator"}
+        created = services.meter_type_create(operator=form.cleaned_data["operator"], **fields)
+        adopt_created(obj, created)
+
+    def delete_model(self, request, obj: MeterType) -> None:
+        services.meter_type_delete(meter_type=obj)
 
     @admin.display(description="capacity", ordering="capacity")
     def capacity_shown(self, obj: MeterType):
@@ -140,6 +176,14 @@ class MeterAdmin(admin.ModelAdmin):
 
     def has_add_permission(self, request) -> bool:
         return False  # meters are created through the API or by usage
+
+    def save_model(self, request, obj: Meter, form, change) -> None:
+        editable = ("capacity", "thresholds", "custom_fields", "delete_on_reset")
+        fields = {name: form.cleaned_data[name] for name in editable if name in form.cleaned_data}
+        services.meter_update(meter=obj, **fields)
+
+    def delete_model(self, request, obj: Meter) -> None:
+        services.meter_delete(meter=obj)
 
     @admin.display(description="value", ordering="value")
     def value_shown(self, obj: Meter):

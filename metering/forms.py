@@ -117,6 +117,13 @@ class ThresholdRowsField(forms.MultiValueField):
             return self.rows_of(value)
         return value
 
+    def has_changed(self, initial, data) -> bool:
+        # Rows against the stored list: compare what the rows would store.
+        try:
+            return self.clean(data) != (initial or [])
+        except forms.ValidationError:
+            return True
+
     def compress(self, data_list):
         width = len(COLUMNS)
         items, row_numbers, problems = [], [], []

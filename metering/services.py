@@ -41,6 +41,24 @@ class MeteringConflict(ServiceConflict):
     """A write that breaks a uniqueness or dependency rule (answered as 409)."""
 
 
+def customer_create(*, operator: Operator, external_id: str, name: str = "", email: str = ""):
+    """Create a customer ahead of its first usage; an external id in use is a conflict."""
+    customer = Customer(operator=operator, external_id=external_id, name=name, email=email)
+    try:
+        with transaction.atomic():
+            customer.save(force_insert=True)
+    except IntegrityError:
+        raise MeteringConflict(f"A customer with the id {external_id!r} exists.") from None
+    return customer
+
+
+def customer_update(*, customer: Customer, name: str, email: str) -> Customer:
+    """Change a customer's display name and e-mail (the external id is its identity)."""
+    customer.name, customer.email = name, email
+    customer.save(update_fields=["name", "email"])
+    return customer
+
+
 def meter_type_create(*, operator: Operator, **fields) -> MeterType:
     """Create a meter type; a name or external reference already in use is a conflict."""
     fields.setdefault("active_from", timezone.now())

@@ -3,7 +3,7 @@ from __future__ import annotations
 from django import forms
 from django.contrib import admin
 
-from common.admin import adopt_created
+from common.admin import ServiceAdminMixin, adopt_created
 from parameters import services
 from parameters.models import MASK, Parameter
 from parameters.rules import (
@@ -83,7 +83,7 @@ class ParameterForm(forms.ModelForm):
 
 
 @admin.register(Parameter)
-class ParameterAdmin(admin.ModelAdmin):
+class ParameterAdmin(ServiceAdminMixin, admin.ModelAdmin):
     form = ParameterForm
     list_display = ["name", "operator", "type", "shown", "updated_at", "description"]
     list_filter = ["type", "operator"]

@@ -80,6 +80,19 @@ class OperatorAdmin(admin.ModelAdmin):
     def application_count(self, obj: Operator) -> int:
         return obj._application_count
 
+    def save_model(self, request, obj: Operator, form, change) -> None:
+        data = form.cleaned_data
+        if not change:
+            created = services.operator_create(name=data["name"])
+            if data.get("status", created.status) != created.status:
+                services.operator_set_status(operator=created, status=data["status"])
+            adopt_created(obj, created)
+            return
+        if "name" in form.changed_data:
+            services.operator_rename(operator=obj, name=data["name"])
+        if "status" in form.changed_data:
+            services.operator_set_status(operator=obj, status=data["status"])
+
     @admin.action(description="Suspend selected operators")
     def suspend(self, request, queryset) -> None:
         for operator in queryset:
@@ -98,6 +111,16 @@ class OperatorMembershipAdmin(admin.ModelAdmin):
     list_display = ["user", "operator", "role", "created_at"]
     list_filter = ["role"]
     list_select_related = ["user", "operator"]
+
+    def save_model(self, request, obj: OperatorMembership, form, change) -> None:
+        data = form.cleaned_data
+        saved = services.operator_membership_set(
+            operator=data.get("operator", obj.operator),
+            user=data.get("user", obj.user),
+            role=data["role"],
+        )
+        adopt_created(obj, saved)
+
     search_fields = ["user__username", "user__email", "operator__name"]
     autocomplete_fields = ["user", "operator"]
 
@@ -155,9 +178,7 @@ class ApplicationAccessAdmin(admin.ModelAdmin):
         scopes = form.cleaned_data["scopes"]
         name = form.cleaned_data["name"]
         if change:
-            if obj.application.name != name:
-                obj.application.name = name
-                obj.application.save(update_fields=["name", "updated"])
+            services.application_access_rename(access=obj, name=name)
             if set(scopes) != set(ApplicationAccess.objects.get(pk=obj.pk).scopes):
                 services.application_access_update_scopes(access=obj, scopes=scopes)
             return
@@ -247,6 +268,12 @@ class PlatformSettingsAdmin(admin.ModelAdmin):
 
     def has_delete_permission(self, request, obj=None) -> bool:
         return False
+
+    def save_model(self, request, obj: PlatformSettings, form, change) -> None:
+        saved = services.platform_settings_update(
+            name=obj.name, contact_email=obj.contact_email, webhook_url=obj.webhook_url
+        )
+        adopt_created(obj, saved)
 
     def changelist_view(self, request, extra_context=None):
         row = PlatformSettings.load()

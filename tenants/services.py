@@ -19,6 +19,7 @@ from common.db import deltas_fold
 from tenants.models import (
     ApplicationAccess,
     Operator,
+    OperatorMembership,
     PlatformApiKey,
     PlatformSettings,
     UsageCounter,
@@ -38,6 +39,28 @@ def operator_create(*, name: str) -> Operator:
     if not name:
         raise ValueError("An operator needs a name.")
     return Operator.objects.create(name=name)
+
+
+def operator_rename(*, operator: Operator, name: str) -> Operator:
+    """Change an operator's display name."""
+    name = name.strip()
+    if not name:
+        raise ValueError("An operator needs a name.")
+    operator.name = name
+    operator.save(update_fields=["name"])
+    return operator
+
+
+def operator_membership_set(
+    *, operator: Operator, user, role: str = OperatorMembership.Role.VIEWER
+) -> OperatorMembership:
+    """Give a browser user access to the operator's dashboard, or change their role."""
+    if role not in OperatorMembership.Role.values:
+        raise ValueError(f"Unknown role {role!r}.")
+    membership, _ = OperatorMembership.objects.update_or_create(
+        operator=operator, user=user, defaults={"role": role}
+    )
+    return membership
 
 
 def operator_set_status(*, operator: Operator, status: str) -> Operator:
@@ -114,6 +137,18 @@ def application_access_update_scopes(
         access.save(update_fields=["scopes"])
         # A narrower grant must take effect now, not when old tokens expire.
         AccessToken.objects.filter(application=access.application).delete()
+    return access
+
+
+def application_access_rename(*, access: ApplicationAccess, name: str) -> ApplicationAccess:
+    """Change the application's display name (its client id and secret stay)."""
+    name = name.strip()
+    if not name:
+        raise ValueError("An application needs a name.")
+    application = access.application
+    if application.name != name:
+        application.name = name
+        application.save(update_fields=["name", "updated"])
     return access
 
 

@@ -7,7 +7,7 @@ from decimal import Decimal
 
 import pytest
 
-from metering.models import Meter, MeterType
+from metering.models import Customer, Meter, MeterType
 from metering.services import meter_create, meter_type_create
 
 pytestmark = pytest.mark.django_db
@@ -216,3 +216,53 @@ def test_meter_list_shows_exact_trimmed_values(staff, meter):
     assert "50.0000000000" not in page
     change = staff.get(f"/admin/metering/meter/{meter.pk}/change/").content.decode()
     assert "50.0000000000" not in change
+
+
+def test_meter_type_changes_go_through_the_service(staff, meter):
+    meter_type = MeterType.objects.get(pk=meter.meter_type_id)
+    before = meter_type.updated_at
+    url = f"/admin/metering/metertype/{meter_type.pk}/change/"
+    response = staff.post(url, _type_form(meter, capacity="250", description="calls made"))
+    assert response.status_code == 302, response.content.decode()[:2000]
+    meter_type.refresh_from_db()
+    assert (meter_type.capacity, meter_type.description) == (250, "calls made")
+    assert meter_type.updated_at > before  # the service stamps it; a bare save did not
+    page = staff.get(url).content.decode()
+    assert 'name="operator"' not in page  # the owner is shown, never changed
+
+
+def test_a_meter_type_name_in_use_is_a_form_error(staff, meter):
+    taken = meter_type_create(
+        operator=meter.operator,
+        name="Taken",
+        unit="u",
+        aggregation=MeterType.Aggregation.SUM,
+        timezone="Etc/UTC",
+        reset_cron="0 0 * * *",
+    )
+    url = f"/admin/metering/metertype/{meter.meter_type_id}/change/"
+    response = staff.post(url, _type_form(meter, name=taken.name))
+    # The service refuses it (the owner is not on the form to check against); the
+    # refusal is shown on the form, and nothing changed.
+    assert response.status_code == 200
+    assert "Another meter type has this name." in response.content.decode()
+    assert MeterType.objects.get(pk=meter.meter_type_id).name == "Calls"
+
+
+def test_customers_are_created_and_renamed_through_the_services(staff, acme):
+    response = staff.post(
+        "/admin/metering/customer/add/",
+        {"operator": acme.operator.pk, "external_id": "cust-9", "name": "Nine", "email": ""},
+    )
+    assert response.status_code == 302, response.content.decode()[:2000]
+    customer = Customer.objects.get(external_id="cust-9")
+    url = f"/admin/metering/customer/{customer.pk}/change/"
+    assert 'name="external_id"' not in staff.get(url).content.decode()
+    response = staff.post(url, {"name": "Nine Ltd", "email": "nine@example.com"})
+    assert response.status_code == 302, response.content.decode()[:2000]
+    customer.refresh_from_db()
+    assert (customer.name, customer.email, customer.external_id) == (
+        "Nine Ltd",
+        "nine@example.com",
+        "cust-9",
+    )

@@ -110,3 +110,30 @@ def test_editing_a_standard_value(staff, acme):
         f"/admin/parameters/parameter/{parameter.pk}/change/", {"value": "us", "description": ""}
     )
     assert parameter_resolve(acme.operator, "r") == "us"
+
+
+def test_a_conflict_found_while_saving_is_a_form_error(staff, acme, monkeypatch):
+    """The form passed, then another admin took the last free place before the save: the
+    service's refusal shows on the form and nothing is stored."""
+    from parameters import services
+    from parameters.rules import MAX_PARAMETERS_PER_OPERATOR
+
+    for index in range(MAX_PARAMETERS_PER_OPERATOR - 1):
+        parameter_create(operator=acme.operator, name=f"p{index}", type="standard", value="v")
+    real_create = services.parameter_create
+
+    def create_after_a_concurrent_one(**fields):
+        real_create(operator=acme.operator, name="concurrent", type="standard", value="v")
+        return real_create(**fields)
+
+    monkeypatch.setattr(services, "parameter_create", create_after_a_concurrent_one)
+    response = staff.post(
+        "/admin/parameters/parameter/add/",
+        {"operator": acme.operator.pk, "name": "mine", "type": "standard", "value": "x"},
+    )
+
+    assert response.status_code == 200
+    assert f"at most {MAX_PARAMETERS_PER_OPERATOR} parameters" in response.content.decode()
+    assert 'value="mine"' in response.content.decode()
+    names = set(Parameter.objects.filter(operator=acme.operator).values_list("name", flat=True))
+    assert "mine" not in names and "concurrent" not in names  # the whole save rolled back

@@ -272,3 +272,38 @@ def test_an_anonymous_visitor_is_sent_to_the_admin_login(db):
     response = Client().get("/admin/tenants/platformapikey/")
     assert response.status_code == 302
     assert response["Location"].startswith("/admin/login/")
+
+
+def test_operators_are_created_renamed_and_suspended_through_the_services(client):
+    response = client.post("/admin/tenants/operator/add/", _operator_form(name="  Initech "))
+    assert response.status_code == 302, response.content.decode()[:2000]
+    operator = Operator.objects.get(name="Initech")  # the service trims the name
+    url = f"/admin/tenants/operator/{operator.pk}/change/"
+    response = client.post(url, _operator_form(name="Initrode", status="suspended"))
+    assert response.status_code == 302, response.content.decode()[:2000]
+    operator.refresh_from_db()
+    assert (operator.name, operator.status) == ("Initrode", Operator.Status.SUSPENDED)
+
+
+def test_renaming_an_application_keeps_its_credentials(client, acme):
+    access = ApplicationAccess.objects.get(operator=acme.operator)
+    client_id = access.application.client_id
+    url = f"/admin/tenants/applicationaccess/{access.pk}/change/"
+    response = client.post(
+        url, {"operator": acme.operator.pk, "name": "Renamed", "scopes": access.scopes}
+    )
+    assert response.status_code == 302, response.content.decode()[:2000]
+    access.refresh_from_db()
+    assert (access.application.name, access.application.client_id) == ("Renamed", client_id)
+
+
+def _operator_form(**fields) -> dict:
+    return {
+        "name": "x",
+        "status": "active",
+        "memberships-TOTAL_FORMS": "0",
+        "memberships-INITIAL_FORMS": "0",
+        "application_accesses-TOTAL_FORMS": "0",
+        "application_accesses-INITIAL_FORMS": "0",
+        **fields,
+    }
