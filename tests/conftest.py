@@ -14,9 +14,14 @@ from django.conf import settings
 from django.test import Client
 
 from common.api.ratelimit import _client as redis_client
-from tenants.models import Operator, OperatorMembership
+from tenants.models import Operator
 from tenants.scopes import ALL_SCOPES
-from tenants.services import application_access_create, operator_create, platform_key_create
+from tenants.services import (
+    application_access_create,
+    operator_create,
+    operator_membership_set,
+    platform_key_create,
+)
 
 AUDIENCE = "http://localhost:8000"
 # Fixed test keys for sensitive parameters (Fernet: 32 url-safe base64 bytes).
@@ -211,7 +216,7 @@ def operator_user(django_user_model, acme):
     user = django_user_model.objects.create_user(
         username="bob", email="bob@example.com", password="bob-password-123"
     )
-    OperatorMembership.objects.create(operator=acme.operator, user=user)
+    operator_membership_set(operator=acme.operator, user=user)
     return user
 
 

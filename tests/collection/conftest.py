@@ -5,8 +5,8 @@ from __future__ import annotations
 import pytest
 
 from collection.models import Collector
-from collection.services import collector_create, collector_provision
 from tests.conftest import Tenant
+from tests.factories import CollectorFactory
 
 BASE = "/online-collection/v1/collectors"
 
@@ -19,11 +19,7 @@ def _generous_limits(settings):
 
 
 def make_collector(tenant: Tenant, name: str = "Main collector", active: bool = True) -> Collector:
-    collector = collector_create(operator=tenant.operator, name=name)
-    if active:
-        collector_provision(collector_id=collector.pk)
-        collector.refresh_from_db()
-    return collector
+    return CollectorFactory(operator=tenant.operator, name=name, active=active)
 
 
 @pytest.fixture

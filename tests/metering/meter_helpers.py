@@ -6,10 +6,11 @@ from __future__ import annotations
 import datetime
 from decimal import Decimal
 
-from metering.models import Meter, MeterType
+from metering.models import Meter
 from metering.schedule import period_bounds
 from metering.services import customers_ensure
 from metering.thresholds import thresholds_parse, thresholds_to_stored
+from tests.factories import MeterTypeFactory
 
 
 def stored(thresholds: list[dict] | None) -> list[dict] | None:
@@ -18,19 +19,14 @@ def stored(thresholds: list[dict] | None) -> list[dict] | None:
 
 
 def make_type(operator, *, name="api-calls", cron="0 0 * * *", tz="Etc/UTC", **fields):
-    """A meter type; `thresholds` in their wire form."""
-    if "thresholds" in fields:
-        fields["thresholds"] = stored(fields["thresholds"])
-    fields.setdefault("unit", "calls")
-    fields.setdefault("aggregation", MeterType.Aggregation.SUM)
-    return MeterType.objects.create(
-        operator=operator, name=name, reset_cron=cron, timezone=tz, **fields
-    )
+    """A meter type, through the service; `thresholds` in their wire form."""
+    return MeterTypeFactory(operator=operator, name=name, reset_cron=cron, timezone=tz, **fields)
 
 
 def make_meter(meter_type, *, user_id="alice", at: datetime.datetime, key="m1", **fields):
-    """A meter that has counted since before the period that contains `at` (so that
-    period is not its first; `meter_create` makes new ones). `thresholds` in wire form."""
+    """Scene: a meter that has counted since before the period that contains `at` (so
+    that period is not its first). Time makes such a meter, not a service, so it is set
+    up directly; `MeterFactory` makes new ones. `thresholds` in wire form."""
     customer = customers_ensure(operator=meter_type.operator, external_ids=[user_id])[user_id]
     start, end = period_bounds(meter_type.reset_cron, meter_type.timezone, at)
     fields.setdefault("value", Decimal(0))

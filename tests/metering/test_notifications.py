@@ -24,6 +24,7 @@ from metering.notifications import (
     webhook_endpoint_set,
 )
 from metering.tasks import deliver_due_notifications, deliver_notification
+from tests.factories import OperatorFactory
 from tests.metering.webhooks import Receiver
 
 pytestmark = pytest.mark.django_db
@@ -231,14 +232,13 @@ def test_the_signing_secret_is_made_once_and_kept_on_changes(acme):
 
 @pytest.mark.django_db(transaction=True)
 def test_a_broker_that_is_down_never_fails_the_writer(monkeypatch):
-    from tenants.models import Operator
 
     def broken(*args, **kwargs):
         raise ConnectionError("broker down")
 
     monkeypatch.setattr(deliver_notification, "apply_async", broken)
     monkeypatch.setattr(deliver_due_notifications, "apply_async", broken)
-    operator = Operator.objects.create(name="Initech")
+    operator = OperatorFactory(name="Initech")
 
     enqueue(operator)  # on_commit runs at once outside a transaction
     notifications_enqueue_many(

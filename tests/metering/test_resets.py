@@ -16,6 +16,7 @@ from metering import notifications
 from metering.models import Meter, MeterPeriod, MeterType, Notification
 from metering.resets import meters_close_periods, meters_reset_due
 from metering.tasks import reset_due_meters
+from tests.factories import OperatorFactory
 from tests.metering.meter_helpers import make_meter, make_type, utc
 
 pytestmark = pytest.mark.django_db
@@ -277,11 +278,10 @@ def test_the_reset_task_calls_the_service(acme):
 
 @pytest.mark.django_db(transaction=True)
 def test_two_workers_at_once_close_each_period_once(monkeypatch):
-    from tenants.models import Operator
 
     sweeps = []
     monkeypatch.setattr(notifications, "_schedule_sweep", lambda: sweeps.append(1))
-    operator = Operator.objects.create(name="Initech")
+    operator = OperatorFactory(name="Initech")
     meter_type = make_type(operator, cron="0 * * * *")
     meters = [
         make_meter(meter_type, user_id=f"user-{index}", at=utc(2026, 5, 1, 9, 30))

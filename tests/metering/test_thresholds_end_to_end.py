@@ -19,6 +19,7 @@ from metering.services import meter_create
 from metering.thresholds import thresholds_from_stored
 from metering.usage import UsageUpdate, usage_apply
 from tenants.services import operator_create
+from tests.factories import MeterTypeFactory
 from tests.metering.test_admin import threshold_rows
 from tests.metering.webhooks import Receiver
 
@@ -210,13 +211,8 @@ def test_a_meter_created_mid_period_starts_at_its_creation_then_runs_fire_to_fir
 
 
 def test_a_monthly_meter_created_on_the_10th_runs_to_the_1st(acme):
-    meter_type = MeterType.objects.create(
-        operator=acme.operator,
-        name="Monthly",
-        unit="u",
-        aggregation=MeterType.Aggregation.SUM,
-        reset_cron="0 0 1 * *",
-        timezone="Europe/Berlin",
+    meter_type = MeterTypeFactory(
+        operator=acme.operator, name="Monthly", reset_cron="0 0 1 * *", timezone="Europe/Berlin"
     )
     tenth = datetime.datetime(2026, 1, 10, 9, 30, tzinfo=datetime.UTC)
     meter = meter_create(

@@ -565,11 +565,10 @@ entries = st.tuples(amounts, st.sampled_from([None, "a", "b", "c"]), offsets)
     raw_batches=st.lists(st.lists(entries, min_size=1, max_size=15), min_size=1, max_size=4),
 )
 def test_any_sequence_of_batches_matches_a_plain_python_model(acme, aggregation, raw_batches):
-    meter_type, _ = MeterType.objects.get_or_create(
-        operator=acme.operator,
-        name=f"prop-{aggregation}",
-        defaults={"unit": "u", "aggregation": aggregation, "reset_cron": "0 0 * * *"},
-    )
+    # One meter type per aggregation across the examples of this run.
+    meter_type = MeterType.objects.filter(
+        operator=acme.operator, name=f"prop-{aggregation}"
+    ).first() or make_type(acme.operator, name=f"prop-{aggregation}", aggregation=aggregation)
     key = uuid.uuid4().hex[:20]  # a fresh meter for every example
     batches, n = [], 0
     for raw in raw_batches:

@@ -25,6 +25,7 @@ from tenants.scopes import ALL_SCOPES
 from tenants.selectors import access_token_lookup
 from tenants.tasks import clear_expired_tokens
 from tests.conftest import issue_token
+from tests.factories import OperatorFactory
 
 pytestmark = pytest.mark.django_db
 
@@ -37,7 +38,7 @@ def run(*args: str) -> dict:
 
 @pytest.fixture
 def operator() -> Operator:
-    return Operator.objects.create(name="Initech")
+    return OperatorFactory(name="Initech")
 
 
 # create_operator
