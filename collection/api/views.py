@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 from django.db import InterfaceError, OperationalError
-from django_filters.rest_framework import DjangoFilterBackend
 from drf_spectacular.utils import OpenApiParameter, extend_schema
 from rest_framework import exceptions, mixins, status
 from rest_framework.request import Request
@@ -32,7 +31,6 @@ from collection.services.ingestion import (
     ingestion_receive,
 )
 from common.api.exceptions import PayloadTooLarge, ServiceUnavailable, Unprocessable
-from common.api.filters import SortFilterBackend
 from tenants.api.base import OperatorViewSet
 
 COLLECTOR_ID = OpenApiParameter(
@@ -47,7 +45,6 @@ class CollectorViewSet(mixins.ListModelMixin, OperatorViewSet):
     serializer_class = CollectorSerializer
     lookup_url_kwarg = "collector_id"
     filterset_class = CollectorFilterSet
-    filter_backends = [DjangoFilterBackend, SortFilterBackend]
     sort_fields = {
         "name": "name",
         "status": "status",

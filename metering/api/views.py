@@ -4,14 +4,12 @@ from __future__ import annotations
 
 from django.db.models import Count
 from django.http import Http404
-from django_filters.rest_framework import DjangoFilterBackend
 from drf_spectacular.utils import extend_schema, inline_serializer
 from rest_framework import mixins, serializers
 from rest_framework.decorators import action
 from rest_framework.request import Request
 from rest_framework.response import Response
 
-from common.api.filters import SortFilterBackend
 from metering import services
 from metering.api.serializers import (
     MeterCreateSerializer,
@@ -33,7 +31,6 @@ class MeterTypeViewSet(mixins.ListModelMixin, mixins.RetrieveModelMixin, Operato
     queryset = MeterType.objects.all()
     serializer_class = MeterTypeSerializer
     filterset_class = MeterTypeFilterSet
-    filter_backends = [DjangoFilterBackend, SortFilterBackend]
     sort_fields = {
         "name": "name",
         "category": "category",
@@ -85,7 +82,6 @@ class MeterViewSet(mixins.ListModelMixin, mixins.RetrieveModelMixin, OperatorVie
     queryset = Meter.objects.select_related("meter_type")
     serializer_class = MeterSerializer
     filterset_class = MeterFilterSet
-    filter_backends = [DjangoFilterBackend, SortFilterBackend]
     sort_fields = {"createdAt": "created_at", "updatedAt": "updated_at", "value": "value"}
     default_sort = "createdAt"
     list_key = "meters"

@@ -2,13 +2,11 @@
 
 from __future__ import annotations
 
-from django_filters.rest_framework import DjangoFilterBackend
 from drf_spectacular.utils import OpenApiParameter, extend_schema
 from rest_framework import mixins, status
 from rest_framework.request import Request
 from rest_framework.response import Response
 
-from common.api.filters import SortFilterBackend
 from parameters.api.serializers import (
     ParameterCreateSerializer,
     ParameterDeleteResultSerializer,
@@ -34,7 +32,6 @@ class ParameterViewSet(mixins.ListModelMixin, OperatorViewSet):
     serializer_class = ParameterSerializer
     lookup_field = "name"
     filterset_class = ParameterFilterSet
-    filter_backends = [DjangoFilterBackend, SortFilterBackend]
     sort_fields = {"name": "name", "description": "description", "updatedAt": "updated_at"}
     default_sort = "name"
     list_key = "parameters"

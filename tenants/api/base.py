@@ -11,9 +11,11 @@ from __future__ import annotations
 import uuid
 
 from django.http import Http404
+from django_filters.rest_framework import DjangoFilterBackend
 from rest_framework import viewsets
 from rest_framework.views import APIView
 
+from common.api.filters import SortFilterBackend
 from tenants.api.authentication import PlatformKeyAuthentication
 from tenants.api.permissions import PlatformKeyPermission
 
@@ -34,6 +36,7 @@ class OperatorViewSet(viewsets.GenericViewSet):
     "pk") or by another unique field."""
 
     lookup_value_regex = UUID_PATTERN
+    filter_backends = [DjangoFilterBackend, SortFilterBackend]
 
     def get_queryset(self):
         return self.queryset.filter(operator=caller_operator(self))
