@@ -2,9 +2,11 @@
 
 from __future__ import annotations
 
+import time
 import uuid
 from datetime import datetime
 
+from django.conf import settings
 from django.db import connection
 from django.db.models import Max, OuterRef, Subquery, Sum
 from django.db.models.functions import Coalesce
@@ -104,3 +106,46 @@ def collectors_with_counts(queryset):
         .values("last")
     )
     return queryset.annotate(**annotations, last_ingestion_at=Subquery(last_ingestion))
+
+
+class _LiveCollectors:
+    """ACTIVE collectors the ingestion endpoint found, kept per process for
+    TALLY["COLLECTION"]["COLLECTOR_CACHE_SECONDS"], keyed by operator and id (so one
+    operator's cached collector is never another's).
+
+    It only saves the lookup: the ingestion statement checks again that the collector
+    is live and stores nothing when it is not, and a refused request looks it up again
+    before answering, so a deleted collector is a 404 at once, as without the cache.
+    """
+
+    MAX_ENTRIES = 10_000
+
+    def __init__(self) -> None:
+        self._entries: dict[tuple, tuple[float, Collector]] = {}
+
+    def get(self, operator_id, collector_id: uuid.UUID) -> Collector | None:
+        entry = self._entries.get((operator_id, collector_id))
+        if entry is None:
+            return None
+        valid_until, collector = entry
+        if time.monotonic() >= valid_until:
+            self._entries.pop((operator_id, collector_id), None)
+            return None
+        return collector
+
+    def put(self, collector: Collector) -> None:
+        seconds = settings.TALLY["COLLECTION"]["COLLECTOR_CACHE_SECONDS"]
+        if seconds <= 0 or collector.status != Collector.Status.ACTIVE:
+            return
+        if len(self._entries) >= self.MAX_ENTRIES:
+            self._entries.clear()
+        self._entries[(collector.operator_id, collector.pk)] = (
+            time.monotonic() + seconds,
+            collector,
+        )
+
+    def evict(self, collector: Collector) -> None:
+        self._entries.pop((collector.operator_id, collector.pk), None)
+
+
+live_collectors = _LiveCollectors()

@@ -210,6 +210,9 @@ TALLY = {
         "PROCESS_BATCH_SIZE": env_int("TALLY_PROCESS_BATCH_SIZE", 500),
         "IDEMPOTENCY_IN_FLIGHT_SECONDS": 60,
         "IDEMPOTENCY_KEY_HOURS": 24,
+        # Seconds a web process may reuse an ACTIVE collector found by the ingestion
+        # endpoint (the ingestion statement re-checks that it is live); 0 turns it off.
+        "COLLECTOR_CACHE_SECONDS": env_int("TALLY_COLLECTOR_CACHE_SECONDS", 5),
     },
 }
 

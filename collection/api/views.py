@@ -2,7 +2,10 @@
 
 from __future__ import annotations
 
+import uuid
+
 from django.db import InterfaceError, OperationalError
+from django.http import Http404
 from drf_spectacular.utils import OpenApiParameter, extend_schema
 from rest_framework import exceptions, mixins, status
 from rest_framework.request import Request
@@ -22,16 +25,18 @@ from collection.filtersets import CollectorFilterSet
 from collection.models import Collector
 from collection.parsing import NDJSON, BodyError
 from collection.rules import MAX_BODY_BYTES
+from collection.selectors import live_collectors
 from collection.services.collectors import collector_create, collector_delete, collector_rename
 from collection.services.ingestion import (
     BodyTooLarge,
+    CollectorGone,
     IdempotencyKeyInvalid,
     IdempotencyMismatch,
     UnsupportedContentType,
     ingestion_receive,
 )
 from common.api.exceptions import PayloadTooLarge, ServiceUnavailable, Unprocessable
-from tenants.api.base import OperatorViewSet
+from tenants.api.base import OperatorViewSet, caller_operator
 
 COLLECTOR_ID = OpenApiParameter(
     "collector_id", str, OpenApiParameter.PATH, description="The collector's id."
@@ -161,13 +166,18 @@ class IngestionViewSet(OperatorViewSet):
         responses={202: IngestionResultSerializer},
     )
     def create(self, request: Request, collector_id: str) -> Response:
+        collector, cached = self._collector()
         try:
             answer = ingestion_receive(
-                collector=self.get_object(),
+                collector=collector,
                 body=request._request.body,
                 content_type=request._request.content_type or "application/json",
                 idempotency_key=request.headers.get("Idempotency-Key"),
+                collector_cached=cached,
             )
+        except CollectorGone:
+            live_collectors.evict(collector)
+            raise Http404 from None
         except UnsupportedContentType as exc:
             raise exceptions.UnsupportedMediaType(str(exc)) from None
         except IdempotencyKeyInvalid as exc:
@@ -179,3 +189,17 @@ class IngestionViewSet(OperatorViewSet):
         except IdempotencyMismatch as exc:
             raise Unprocessable(str(exc)) from None
         return Response(answer.body, status=status.HTTP_202_ACCEPTED)
+
+    def _collector(self) -> tuple[Collector, bool]:
+        """The caller's live collector, and whether it came from the process cache (which
+        saves a query on every request of a busy collector)."""
+        try:
+            collector_id = uuid.UUID(self.kwargs["collector_id"])
+        except ValueError:
+            raise Http404 from None
+        cached = live_collectors.get(caller_operator(self).pk, collector_id)
+        if cached is not None:
+            return cached, True
+        collector = self.get_object()
+        live_collectors.put(collector)
+        return collector, False

@@ -29,6 +29,34 @@ logger = logging.getLogger(__name__)
 CONNECTOR = "online-collection"
 
 
+class CollectorGone(Exception):
+    """The collector was deleted before the batch was stored; nothing was stored (404)."""
+
+
+class CollectorNotReady(ServiceConflict):
+    """Data sent to a collector that is still being created (409)."""
+
+
+class IdempotencyMismatch(Exception):
+    """The Idempotency-Key was used with another body (422)."""
+
+
+class IdempotencyInFlight(ServiceConflict):
+    """A request with this Idempotency-Key is still running (409)."""
+
+
+class BodyTooLarge(Exception):
+    """More bytes or records than one request may carry (413)."""
+
+
+class UnsupportedContentType(Exception):
+    """A body that is neither JSON nor NDJSON (415)."""
+
+
+class IdempotencyKeyInvalid(ValueError):
+    """An Idempotency-Key header of the wrong length (400)."""
+
+
 def record_key_hash(collector_id: uuid.UUID | str, record_id: str) -> uuid.UUID:
     """The RecordKey of a record id on a collector (the SQL below computes the same)."""
     return uuid.UUID(hashlib.md5(f"{collector_id}:{record_id}".encode()).hexdigest())  # noqa: S324
@@ -65,16 +93,21 @@ _COPY_SQL = (
 )
 _COPY_TYPES = ["text", "timestamptz", "text", "text", "text", "text"]
 
-# One statement stores the batch: 1. claim each record id in the key table (in key order,
+# One statement stores the batch, if the collector is still live (the caller may have
+# found it in a per-process cache): 1. claim each record id in the key table (in key order,
 # so concurrent batches sharing ids cannot deadlock; a key another transaction holds makes
 # this wait for it, then count as a duplicate); 2. insert the records whose key was new;
 # 3. append their rollup deltas; 4. write the ingestion row with the counts; 5. count the
 # gateway request (the same row `tenants.services.usage_counter_add` appends, inlined to
 # stay in this statement); 6. store the answer on the Idempotency-Key, if any.
 _INGEST_SQL = """
-WITH incoming AS MATERIALIZED (
+WITH live AS MATERIALIZED (
+    SELECT 1 FROM collection_collector
+    WHERE id = %(collector)s AND deleted_at IS NULL AND status = %(active)s
+), incoming AS MATERIALIZED (
     SELECT md5(%(key_prefix)s || s.record_id)::uuid AS key_hash, s.*
     FROM {source}
+    WHERE EXISTS (SELECT FROM live)
 ), fresh AS (
     INSERT INTO collection_recordkey (key_hash, seen_at)
     SELECT key_hash, %(now)s FROM incoming ORDER BY key_hash
@@ -102,11 +135,13 @@ WITH incoming AS MATERIALIZED (
     SELECT %(ingestion)s, %(operator)s, %(collector)s, %(now)s, %(size)s, %(record_count)s,
         a.n, %(candidates)s - a.n + %(batch_duplicates)s, %(rejected_count)s
     FROM (SELECT coalesce(sum(count), 0)::integer AS n FROM deltas) a
+    WHERE EXISTS (SELECT FROM live)
     RETURNING accepted, duplicates
 ), counted AS (
     INSERT INTO {usage_table} (operator_id, hour, kind, key, connection, count)
-    VALUES (%(operator)s, date_trunc('hour', %(now)s::timestamptz), %(usage_kind)s,
-        %(usage_key)s, %(collector_text)s, 1)
+    SELECT %(operator)s, date_trunc('hour', %(now)s::timestamptz), %(usage_kind)s,
+        %(usage_key)s, %(collector_text)s, 1
+    WHERE EXISTS (SELECT FROM live)
 ), answered AS (
     UPDATE collection_idempotencykey k SET response = jsonb_build_object(
         'ingestionId', %(ingestion_text)s, 'accepted', i.accepted,
@@ -128,6 +163,58 @@ _FROM_ARRAYS = _INGEST_SQL.format(
     "AS s(record_id, event_time, type, customer_id, account_id, payload)",
     usage_table=UsageCounterDelta._meta.db_table,
 )
+# One record, what a live client sends, has a statement of its own that does the same
+# with plain parameters: no arrays to write and unnest, no sort, no grouping (about a
+# third less work for PostgreSQL, and for the client, than the array statement).
+_ONE_SQL = """
+WITH live AS MATERIALIZED (
+    SELECT 1 FROM collection_collector
+    WHERE id = %(collector)s AND deleted_at IS NULL AND status = %(active)s
+), fresh AS (
+    INSERT INTO collection_recordkey (key_hash, seen_at)
+    SELECT md5(%(key_prefix)s || %(record_id)s)::uuid, %(now)s
+    WHERE EXISTS (SELECT FROM live)
+    ON CONFLICT (key_hash) DO NOTHING
+    RETURNING key_hash
+), stored AS (
+    INSERT INTO collection_record (
+        received_at, event_time, operator_id, collector_id, ingestion_id, record_id, type,
+        customer_id, account_id, payload
+    )
+    SELECT %(now)s, %(event_time)s, %(operator)s, %(collector)s, %(ingestion)s,
+        %(record_id)s, %(type)s, %(customer_id)s, %(account_id)s, %(payload)s::jsonb
+    FROM fresh
+    RETURNING type, event_time
+), deltas AS (
+    INSERT INTO collection_eventrollupdelta (operator_id, collector_id, type, status, hour, count)
+    SELECT %(operator)s, %(collector)s, type, 1, date_trunc('hour', event_time), 1
+    FROM stored
+    RETURNING count
+), ingestion AS (
+    INSERT INTO collection_ingestion (
+        id, operator_id, collector_id, received_at, size_bytes, record_count, accepted,
+        duplicates, rejected
+    )
+    SELECT %(ingestion)s, %(operator)s, %(collector)s, %(now)s, %(size)s, %(record_count)s,
+        a.n, %(candidates)s - a.n + %(batch_duplicates)s, %(rejected_count)s
+    FROM (SELECT count(*)::integer AS n FROM deltas) a
+    WHERE EXISTS (SELECT FROM live)
+    RETURNING accepted, duplicates
+), counted AS (
+    INSERT INTO {usage_table} (operator_id, hour, kind, key, connection, count)
+    SELECT %(operator)s, date_trunc('hour', %(now)s::timestamptz), %(usage_kind)s,
+        %(usage_key)s, %(collector_text)s, 1
+    WHERE EXISTS (SELECT FROM live)
+), answered AS (
+    UPDATE collection_idempotencykey k SET response = jsonb_build_object(
+        'ingestionId', %(ingestion_text)s, 'accepted', i.accepted,
+        'duplicates', i.duplicates, 'rejected', %(rejected)s::jsonb)
+    FROM ingestion i WHERE k.id = %(key_id)s
+)
+SELECT accepted, duplicates FROM ingestion
+"""
+_FROM_ONE = _ONE_SQL.format(usage_table=UsageCounterDelta._meta.db_table)
+_ONE_NAMES = ("record_id", "event_time", "type", "customer_id", "account_id", "payload")
 COPY_THRESHOLD = 100
 _ARRAY_NAMES = ("record_ids", "event_times", "types", "customer_ids", "account_ids", "payloads")
 
@@ -167,6 +254,7 @@ def ingest(
         "usage_kind": GATEWAY_REQUEST,
         "usage_key": CONNECTOR,
         "key_id": idempotency_key_id,
+        "active": Collector.Status.ACTIVE,
     }
     if len(batch.rows) > COPY_THRESHOLD:
         timeout = int(settings.TALLY["COLLECTION"]["INGEST_STATEMENT_TIMEOUT_MS"])
@@ -178,14 +266,22 @@ def ingest(
                 for row in batch.rows:
                     write_row(row)
             cursor.execute(_FROM_STAGING, params)
-            accepted, duplicates = cursor.fetchone()
+            row = cursor.fetchone()
+    elif len(batch.rows) == 1:
+        params.update(zip(_ONE_NAMES, batch.rows[0], strict=True))
+        with connection.cursor() as cursor:
+            cursor.execute(_FROM_ONE, params)
+            row = cursor.fetchone()
     else:
         columns = list(zip(*batch.rows, strict=True)) or [()] * len(_ARRAY_NAMES)
         for name, values in zip(_ARRAY_NAMES, columns, strict=True):
             params[name] = list(values)
         with connection.cursor() as cursor:
             cursor.execute(_FROM_ARRAYS, params)
-            accepted, duplicates = cursor.fetchone()
+            row = cursor.fetchone()
+    if row is None:
+        raise CollectorGone("The collector was deleted; nothing was stored.")
+    accepted, duplicates = row
     if accepted:
         collector_id = str(collector.pk)
         transaction.on_commit(lambda: records_signal(collector_id=collector_id))
@@ -213,30 +309,6 @@ def ingestion_count_refused_request(*, collector: Collector) -> None:
         logger.exception("Could not count a gateway request for collector %s", collector.pk)
 
 
-class CollectorNotReady(ServiceConflict):
-    """Data sent to a collector that is still being created (409)."""
-
-
-class IdempotencyMismatch(Exception):
-    """The Idempotency-Key was used with another body (422)."""
-
-
-class IdempotencyInFlight(ServiceConflict):
-    """A request with this Idempotency-Key is still running (409)."""
-
-
-class BodyTooLarge(Exception):
-    """More bytes or records than one request may carry (413)."""
-
-
-class UnsupportedContentType(Exception):
-    """A body that is neither JSON nor NDJSON (415)."""
-
-
-class IdempotencyKeyInvalid(ValueError):
-    """An Idempotency-Key header of the wrong length (400)."""
-
-
 @dataclass(frozen=True)
 class IngestionAnswer:
     """What to answer (the result, or the first answer again for a replay), and whether
@@ -252,26 +324,40 @@ def ingestion_receive(
     body: bytes,
     content_type: str,
     idempotency_key: str | None = None,
+    collector_cached: bool = False,
     now: datetime | None = None,
 ) -> IngestionAnswer:
     """Receive one ingestion request: read the body, honour the Idempotency-Key, and
     store the records durably before returning.
 
-    1. The collector must be ACTIVE; the body within its byte limit and readable as
-       records (BodyError names the record; BodyTooLarge, CollectorNotReady otherwise).
+    1. The collector must be ACTIVE; the body JSON or NDJSON within its byte limit and
+       readable as records (BodyError names the record; BodyTooLarge,
+       UnsupportedContentType, CollectorNotReady otherwise).
     2. An Idempotency-Key seen before replays its stored answer, refuses another body
        (IdempotencyMismatch) or a request still running (IdempotencyInFlight).
     3. The records are checked in one pass and stored in one statement (`ingest`); a
        failure releases the key so a retry can run.
-    A request that stored nothing is still counted as a gateway request.
+    A request that stored nothing is still counted as a gateway request. When the
+    caller took the collector from its process cache (`collector_cached`), a refused
+    request first checks that the collector still exists: one deleted meanwhile is
+    CollectorGone (404), uncounted, as the statement itself makes it for a stored one.
     """
-    answer = None
     try:
         answer = _receive(collector, body, content_type, idempotency_key, now)
-        return answer
-    finally:
-        if answer is None or not answer.stored:
-            ingestion_count_refused_request(collector=collector)
+    except CollectorGone:
+        raise
+    except BaseException:
+        _count_refused(collector, collector_cached)
+        raise
+    if not answer.stored:
+        _count_refused(collector, collector_cached)
+    return answer
+
+
+def _count_refused(collector: Collector, collector_cached: bool) -> None:
+    if collector_cached and not Collector.objects.live().filter(pk=collector.pk).exists():
+        raise CollectorGone("The collector was deleted.")
+    ingestion_count_refused_request(collector=collector)
 
 
 def _receive(collector, body, content_type, idempotency_key, now) -> IngestionAnswer:
