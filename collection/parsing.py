@@ -20,7 +20,7 @@ from collection.rules import (
     MAX_RECORD_AGE,
     MAX_RECORD_LEAD,
 )
-from common.json import DecodeError, encode, loads
+from common.json import InvalidJSON, encode, find_problem, loads_lenient
 
 NDJSON = "application/x-ndjson"
 
@@ -41,7 +41,9 @@ class TooManyRecords(Exception):
 
 
 def _decode(raw: bytes | str) -> Any:
-    return loads(raw)
+    # Lenient: a record holding a number PostgreSQL cannot store is refused on its own
+    # (prepare_records), not the whole body.
+    return loads_lenient(raw)
 
 
 def _as_records(value: Any, field_name: str) -> list[Any]:
@@ -63,9 +65,9 @@ def parse_body(body: bytes, content_type: str) -> list[dict[str, Any]]:
                 continue
             try:
                 records.append(_decode(line))
-            except (DecodeError, UnicodeDecodeError) as exc:
+            except InvalidJSON as exc:
                 raise BodyError(
-                    f"Line {index + 1} is not valid JSON: {exc}", f"data[{len(records)}]"
+                    f"Line {index + 1}: {exc.message}", f"data[{len(records)}]"
                 ) from None
             if len(records) > MAX_BATCH_RECORDS:
                 raise TooManyRecords
@@ -74,8 +76,8 @@ def parse_body(body: bytes, content_type: str) -> list[dict[str, Any]]:
             raise BodyError('The body is empty; send {"data": …}.')
         try:
             document = _decode(body)
-        except (DecodeError, UnicodeDecodeError) as exc:
-            raise BodyError(f"The body is not valid JSON: {exc}") from None
+        except InvalidJSON as exc:
+            raise BodyError(exc.message) from None
         if not isinstance(document, dict) or "data" not in document:
             raise BodyError('The body must be a JSON object with a "data" field.', "data")
         unknown = sorted(set(document) - {"data"})
@@ -85,8 +87,8 @@ def parse_body(body: bytes, content_type: str) -> list[dict[str, Any]]:
         if isinstance(data, str):
             try:
                 data = _decode(data)
-            except (DecodeError, UnicodeDecodeError) as exc:
-                raise BodyError(f"The string does not hold valid JSON: {exc}", "data") from None
+            except InvalidJSON as exc:
+                raise BodyError(f"The string in data: {exc.message}", "data") from None
         records = _as_records(data, "data")
     if not records:
         raise BodyError("Send at least one record.", "data")
@@ -165,7 +167,11 @@ def prepare_records(records: list[dict[str, Any]], now: datetime) -> PreparedBat
             if event_time > newest:
                 raise ValueError("timestamp is more than 5 minutes in the future")
             payload = {key: value for key, value in record.items() if key not in _ENVELOPE}
-            encoded = encode(payload).decode()
+            try:
+                encoded = encode(payload).decode()
+            except TypeError:  # an unstorable number left by the lenient decoder
+                where, why = find_problem(payload) or ("", "cannot be stored")
+                raise ValueError(f"{where}: {why}") from None
             if "\\u0000" in encoded:
                 raise ValueError("the record contains a NUL character")
             row = (

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import datetime
 import json
+import re
 from decimal import Decimal
 from typing import Any
 
@@ -18,15 +19,125 @@ import msgspec
 DecodeError = msgspec.DecodeError
 Raw = msgspec.Raw
 
-_decoder = msgspec.json.Decoder(float_hook=Decimal)
+# Deeper documents are refused: nothing Tally takes needs more, and the parsers and
+# encoders down the line recurse.
+MAX_DEPTH = 64
+# What PostgreSQL's numeric (and so jsonb) can hold: 131,072 digits before the point and
+# 16,383 after it.
+_NUMERIC_MAX_ADJUSTED = 131_071
+_NUMERIC_MAX_PLACES = 16_383
+
+
+class InvalidJSON(DecodeError):
+    """A body Tally will not take. `where` names the place ("data[3].price", "" for the
+    whole document); the message never repeats the offending text."""
+
+    def __init__(self, message: str, where: str = "") -> None:
+        super().__init__(message)
+        self.message = message
+        self.where = where
+
+
+class _Unstorable:
+    """Stands for a number PostgreSQL cannot store, so that decoding goes on and the
+    caller can say where it was (or refuse only the record that holds it)."""
+
+    __slots__ = ()
+
+    def __repr__(self) -> str:
+        return "<unstorable number>"
+
+
+UNSTORABLE = _Unstorable()
+
+
+def _decimal(text: str) -> Decimal | _Unstorable:
+    try:
+        number = Decimal(text)
+    except ArithmeticError:  # an exponent beyond what Decimal itself can hold
+        return UNSTORABLE
+    exponent = number.as_tuple().exponent
+    if number.adjusted() > _NUMERIC_MAX_ADJUSTED or -exponent > _NUMERIC_MAX_PLACES:
+        return UNSTORABLE
+    return number
+
+
+_decoder = msgspec.json.Decoder(float_hook=_decimal)
 _encoder = msgspec.json.Encoder(decimal_format="number")
 _NESTED = (dict, list, tuple, datetime.datetime)
 
 
 def loads(data: bytes | str) -> Any:
-    """Decode JSON; raises DecodeError (a ValueError) for anything that is not JSON,
-    NaN and Infinity included."""
-    return _decoder.decode(data)
+    """Decode a JSON document Tally can store, or raise InvalidJSON (a DecodeError, a
+    ValueError) naming where it is wrong: not JSON (NaN and Infinity included), nested
+    more than MAX_DEPTH levels, a number PostgreSQL cannot store, or a NUL character
+    (which no PostgreSQL text holds)."""
+    value = loads_lenient(data)
+    problem = find_problem(value)
+    if problem is not None:
+        where, message = problem
+        raise InvalidJSON(message, where)
+    return value
+
+
+def loads_lenient(data: bytes | str) -> Any:
+    """Decode JSON, leaving unstorable numbers as UNSTORABLE and strings unchecked, for
+    callers that refuse part of a document (one record of a batch) rather than all of
+    it; they call `find_problem` on each part. Raises InvalidJSON for what is not JSON."""
+    try:
+        return _decoder.decode(data)
+    except RecursionError:
+        raise InvalidJSON(f"The JSON is nested more than {MAX_DEPTH} levels deep.") from None
+    except DecodeError as exc:
+        raise InvalidJSON(_decode_error_message(data, exc)) from None
+    except ValueError:  # an integer beyond Python's digit limit for conversions
+        raise InvalidJSON("A number has more digits than can be stored.") from None
+
+
+_LONE_SURROGATE = re.compile(rb"\\u[dD][89a-fA-F][0-9a-fA-F]{2}")
+
+
+def _decode_error_message(data: bytes | str, exc: DecodeError) -> str:
+    # msgspec's messages give a byte position, never the text itself; say what a client
+    # can act on where msgspec's words would mislead.
+    raw = data.encode("utf-8", "surrogatepass") if isinstance(data, str) else data
+    if "out of range" in str(exc):
+        return "A number has more digits than can be stored."
+    if _LONE_SURROGATE.search(raw):
+        return "The body holds an unpaired UTF-16 surrogate (\\ud800-\\udfff escape)."
+    return f"The body is not valid JSON: {exc}"
+
+
+def find_problem(value: Any, where: str = "") -> tuple[str, str] | None:
+    """(where, why) for the first thing in a decoded document Tally cannot store, or
+    None: nesting deeper than MAX_DEPTH, an unstorable number, a NUL character."""
+    stack = [(value, where, 1)]
+    while stack:
+        item, path, depth = stack.pop()
+        if isinstance(item, dict):
+            if depth > MAX_DEPTH:
+                return path[:80], f"Nested more than {MAX_DEPTH} levels deep."
+            for key, child in item.items():
+                child_path = f"{path}.{key}" if path else str(key)
+                if "\x00" in key:
+                    return path, "A field name contains a NUL character."
+                stack.append((child, child_path, depth + 1))
+        elif isinstance(item, list):
+            if depth > MAX_DEPTH:
+                return path[:80], f"Nested more than {MAX_DEPTH} levels deep."
+            stack.extend((child, f"{path}[{index}]", depth + 1) for index, child in enumerate(item))
+        elif isinstance(item, str):
+            if "\x00" in item:
+                return path, "Contains a NUL character."
+        elif item is UNSTORABLE or (
+            isinstance(item, int) and not isinstance(item, bool) and _int_too_large(item)
+        ):
+            return path, "This number is too large or too precise to be stored."
+    return None
+
+
+def _int_too_large(value: int) -> bool:
+    return value.bit_length() > 435_412  # about 131,072 decimal digits
 
 
 def dumps(data: Any) -> bytes:

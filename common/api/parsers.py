@@ -1,4 +1,6 @@
-"""DRF's JSON parser, over common.json: numbers with a fraction become Decimal."""
+"""DRF's JSON parser, over common.json: numbers with a fraction become Decimal, and
+anything PostgreSQL could not store (NUL, unstorable numbers, deep nesting) is a 400
+naming where, before any view sees it."""
 
 from __future__ import annotations
 
@@ -7,7 +9,7 @@ from typing import Any
 from rest_framework.exceptions import ParseError
 from rest_framework.parsers import BaseParser
 
-from common.json import DecodeError, loads
+from common.json import InvalidJSON, loads
 
 
 class DecimalJSONParser(BaseParser):
@@ -19,5 +21,5 @@ class DecimalJSONParser(BaseParser):
             raise ParseError("The request body is empty; a JSON object is expected.")
         try:
             return loads(raw)
-        except DecodeError as exc:
-            raise ParseError(f"The request body is not valid JSON: {exc}") from None
+        except InvalidJSON as exc:
+            raise ParseError({exc.where or "body": [exc.message]}) from None

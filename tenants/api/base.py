@@ -48,6 +48,8 @@ class OperatorViewSet(viewsets.GenericViewSet):
                 value = uuid.UUID(str(value))
             except ValueError:
                 raise Http404 from None
+        elif "\x00" in value:  # no stored name holds one (PostgreSQL text cannot)
+            raise Http404
         found = self.get_queryset().filter(**{self.lookup_field: value}).first()
         if found is None:
             raise Http404

@@ -20,9 +20,9 @@ from django.views import View
 from django.views.decorators.csrf import csrf_exempt
 from oauth2_provider.oauth2_backends import OAuthLibCore
 
-from common.api.errors import error_response
+from common.api.errors import error_body, error_response
 from common.api.ratelimit import rate_limit_take, remember_result
-from common.json import dumps, loads
+from common.json import InvalidJSON, dumps, loads
 
 TOKEN_FIELDS = ("grant_type", "client_id", "client_secret", "audience", "scope")
 # What goes on to oauthlib; `audience` is Tally's own check.
@@ -36,11 +36,11 @@ class TokenRequestError(Exception):
 
 
 def oauth_error_response(status: int, code: str, description: str, headers=None) -> HttpResponse:
-    response = error_response(status, description, headers=headers, error_description=description)
     # Here `error` is the OAuth2 code, as OAuth client libraries expect.
-    body = loads(response.content)
-    body["error"] = code
-    response.content = dumps(body)
+    body = {**error_body(status, description), "error": code, "error_description": description}
+    response = HttpResponse(dumps(body), status=status, content_type="application/json")
+    for name, value in (headers or {}).items():
+        response[name] = value
     response["Cache-Control"] = "no-store"
     if status == 401:
         response["WWW-Authenticate"] = 'Basic realm="oauth"'
@@ -52,18 +52,21 @@ def parse_token_request(request: HttpRequest) -> dict[str, str]:
     if content_type == "application/json":
         try:
             data = loads(request.body or b"null")
-        except (ValueError, UnicodeDecodeError):
-            raise TokenRequestError(400, "invalid_request", "The body is not valid JSON.") from None
+        except InvalidJSON as exc:
+            where = f"{exc.where}: " if exc.where else ""
+            raise TokenRequestError(400, "invalid_request", f"{where}{exc.message}") from None
         if not isinstance(data, dict):
             raise TokenRequestError(400, "invalid_request", "The body must be a JSON object.")
     elif content_type == "application/x-www-form-urlencoded":
         form = QueryDict(request.body, encoding="utf-8")
         repeated = [key for key, values in form.lists() if len(values) > 1]
         if repeated:
-            raise TokenRequestError(
-                400, "invalid_request", f"The parameter {repeated[0]} is repeated."
-            )
+            # Named only when it is one of ours: the message never repeats raw input.
+            name = repeated[0] if repeated[0] in OAUTH_FIELDS else "A parameter"
+            raise TokenRequestError(400, "invalid_request", f"{name} is repeated.")
         data = form.dict()
+        if any("\x00" in text for pair in data.items() for text in pair):
+            raise TokenRequestError(400, "invalid_request", "A parameter contains a NUL character.")
     else:
         raise TokenRequestError(
             400,

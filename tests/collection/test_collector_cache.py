@@ -32,9 +32,7 @@ def gateway_requests(collector) -> int:
     )
 
 
-def test_a_busy_collector_is_looked_up_once(
-    client, collector, settings, django_assert_num_queries
-):
+def test_a_busy_collector_is_looked_up_once(client, collector, settings, django_assert_num_queries):
     settings.TALLY["TOKEN_CACHE_SECONDS"] = 60  # the token, too, is resolved once
     assert client.post(data_url(collector), RECORD).status_code == 202
     with django_assert_num_queries(1):  # the ingestion statement alone
