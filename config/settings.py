@@ -48,6 +48,7 @@ MIDDLEWARE = [
     "django.middleware.clickjacking.XFrameOptionsMiddleware",
     "common.api.limits.RequestSizeLimitMiddleware",
     "common.api.ratelimit.RateLimitHeadersMiddleware",
+    "common.api.errors.DatabaseUnavailableMiddleware",
 ]
 
 ROOT_URLCONF = "config.urls"

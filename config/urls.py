@@ -13,6 +13,7 @@ urlpatterns = [
     path("admin/", admin.site.urls),
     path("api/schema/", SpectacularAPIView.as_view(), name="schema"),
     path("api/docs/", SpectacularSwaggerView.as_view(url_name="schema"), name="api-docs"),
+    path("health", include("common.api.urls")),
     path("", include("tenants.api.urls")),
     path("", include("parameters.api.urls")),
     path("", include("collection.api.urls")),

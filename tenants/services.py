@@ -85,9 +85,19 @@ def operator_mark_active(*, operator_id) -> None:
     if moment - _last_marked.get(operator_id, -seconds) < seconds:
         return
     _last_marked[operator_id] = moment
-    if not cache.add(f"operator-active:{operator_id}", 1, seconds):
+    if not _cache_add_once(f"operator-active:{operator_id}", seconds):
         return
     Operator.objects.filter(pk=operator_id).update(last_active_at=timezone.now())
+
+
+def _cache_add_once(key: str, seconds: float) -> bool:
+    """True the first time `key` is set across processes within `seconds`. Without
+    Redis it answers False: last-activity stamps wait, requests never fail for them."""
+    try:
+        return cache.add(key, 1, seconds)
+    except Exception:
+        logger.warning("Redis is unreachable; activity stamps are skipped for now.")
+        return False
 
 
 @dataclass(frozen=True)
@@ -202,7 +212,7 @@ def platform_key_revoke(*, key: PlatformApiKey) -> PlatformApiKey:
 
 
 def platform_key_mark_used(*, key: PlatformApiKey) -> None:
-    if cache.add(f"platform-key-used:{key.pk}", 1, LAST_ACTIVE_RESOLUTION.total_seconds()):
+    if _cache_add_once(f"platform-key-used:{key.pk}", LAST_ACTIVE_RESOLUTION.total_seconds()):
         PlatformApiKey.objects.filter(pk=key.pk).update(last_used_at=timezone.now())
 
 

@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import uuid
 
-from django.db import InterfaceError, OperationalError
 from django.http import Http404
 from drf_spectacular.utils import OpenApiParameter, extend_schema
 from rest_framework import exceptions, mixins, status
@@ -35,7 +34,7 @@ from collection.services.ingestion import (
     UnsupportedContentType,
     ingestion_receive,
 )
-from common.api.exceptions import PayloadTooLarge, ServiceUnavailable, Unprocessable
+from common.api.exceptions import PayloadTooLarge, Unprocessable
 from tenants.api.base import OperatorViewSet, caller_operator
 
 COLLECTOR_ID = OpenApiParameter(
@@ -142,11 +141,6 @@ class IngestionViewSet(OperatorViewSet):
     extra_error_statuses = ["422", "503"]
     max_body_bytes = MAX_BODY_BYTES
     parser_classes: list = []
-
-    def handle_exception(self, exc):
-        if isinstance(exc, OperationalError | InterfaceError):
-            exc = ServiceUnavailable()
-        return super().handle_exception(exc)
 
     @extend_schema(
         operation_id="collectors_ingest",

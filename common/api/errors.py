@@ -11,17 +11,22 @@ from http import HTTPStatus
 from typing import Any
 
 from django.core.exceptions import PermissionDenied as DjangoPermissionDenied
+from django.db import InterfaceError, OperationalError
 from django.http import Http404, HttpRequest, HttpResponse
 from rest_framework import exceptions
 from rest_framework.response import Response
 
-from common.api.exceptions import Conflict
+from common.api.exceptions import Conflict, ServiceUnavailable
 from common.errors import ServiceConflict
 from common.json import dumps
 
 logger = logging.getLogger("tally.api")
 
 NON_FIELD = "non_field_errors"
+# A database that cannot be reached (down, restarting, out of connections): a 503 the
+# client may retry, never a 500. Connections are re-made on the next request.
+DATABASE_UNAVAILABLE = (OperationalError, InterfaceError)
+RETRY_AFTER_SECONDS = 5
 
 
 def reason_phrase(status: int) -> str:
@@ -103,6 +108,9 @@ def api_exception_handler(exc: Exception, context: dict[str, Any]) -> Response |
     """DRF exception handler: every handled exception answers in the shared shape."""
     if isinstance(exc, Http404):
         exc = exceptions.NotFound()
+    elif isinstance(exc, DATABASE_UNAVAILABLE):
+        logger.warning("The database is unavailable: %s", type(exc).__name__)
+        exc = ServiceUnavailable()
     elif isinstance(exc, ServiceConflict):
         exc = Conflict(str(exc))
     elif isinstance(exc, DjangoPermissionDenied):
@@ -131,6 +139,8 @@ def api_exception_handler(exc: Exception, context: dict[str, Any]) -> Response |
             details, message = [], str(detail)
         body = error_body(exc.status_code, message, details)
 
+    if isinstance(exc, ServiceUnavailable):
+        headers["Retry-After"] = str(RETRY_AFTER_SECONDS)
     if isinstance(exc, exceptions.Throttled) and exc.wait is not None:
         headers["Retry-After"] = str(max(1, math.ceil(exc.wait)))
     if isinstance(exc, exceptions.NotAuthenticated | exceptions.AuthenticationFailed):
@@ -175,3 +185,23 @@ def handler404(request: HttpRequest, exception: Exception | None = None) -> Http
 
 def handler500(request: HttpRequest) -> HttpResponse:
     return error_response(500, "An unexpected internal error occurred.")
+
+
+class DatabaseUnavailableMiddleware:
+    """The same 503 for views outside DRF (the token endpoint), on API paths."""
+
+    def __init__(self, get_response) -> None:
+        self.get_response = get_response
+
+    def __call__(self, request):
+        return self.get_response(request)
+
+    def process_exception(self, request, exception):
+        if isinstance(exception, DATABASE_UNAVAILABLE) and not _is_browser_page(request):
+            logger.warning("The database is unavailable: %s", type(exception).__name__)
+            return error_response(
+                503,
+                ServiceUnavailable.default_detail,
+                headers={"Retry-After": str(RETRY_AFTER_SECONDS)},
+            )
+        return None

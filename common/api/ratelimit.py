@@ -7,7 +7,10 @@ Redis's own clock so that every web process shares one notion of time.
 
 from __future__ import annotations
 
+import logging
 import math
+import threading
+import time
 from dataclasses import dataclass
 from functools import lru_cache
 
@@ -87,13 +90,60 @@ def bucket_key(group: str, identity: str) -> str:
     return f"{settings.REDIS_KEY_PREFIX}:ratelimit:{group}:{identity}"
 
 
-def rate_limit_take(*, group: str, identity: str) -> RateLimitResult:
-    """Take one token from the (group, identity) bucket."""
+logger = logging.getLogger(__name__)
+
+
+class _FailOpen:
+    """Counts requests let through while Redis could not be asked, and warns at most once
+    a minute per process (an outage would otherwise log every request)."""
+
+    WARN_EVERY = 60.0
+
+    def __init__(self) -> None:
+        self.count = 0
+        self._warned_at = -self.WARN_EVERY
+        self._lock = threading.Lock()
+
+    def record(self, error: Exception) -> None:
+        with self._lock:
+            self.count += 1
+            now = time.monotonic()
+            warn = now - self._warned_at >= self.WARN_EVERY
+            if warn:
+                self._warned_at = now
+        if warn:
+            logger.warning(
+                "Redis is unreachable (%s); rate limits are not enforced until it is back "
+                "(%d requests let through so far).",
+                type(error).__name__,
+                self.count,
+            )
+
+
+fail_open = _FailOpen()
+
+
+def redis_reachable() -> bool:
+    try:
+        return bool(_client().ping())
+    except redis.exceptions.RedisError:
+        return False
+
+
+def rate_limit_take(*, group: str, identity: str) -> RateLimitResult | None:
+    """Take one token from the (group, identity) bucket.
+
+    None when Redis cannot be asked: the limiter fails open, so an outage of the cache
+    never stops metering (counted in `fail_open`, warned about once a minute)."""
     limits = group_limits(group)
     rate, burst = float(limits["rate"]), float(limits["burst"])
-    allowed, tokens, wait, reset = _script()(
-        keys=[bucket_key(group, identity)], args=[repr(rate), repr(burst)]
-    )
+    try:
+        allowed, tokens, wait, reset = _script()(
+            keys=[bucket_key(group, identity)], args=[repr(rate), repr(burst)]
+        )
+    except redis.exceptions.RedisError as error:
+        fail_open.record(error)
+        return None
     return RateLimitResult(
         allowed=bool(int(allowed)),
         limit=int(burst),

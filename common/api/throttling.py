@@ -35,6 +35,9 @@ class TokenBucketThrottle(BaseThrottle):
         if identity is None:
             return True  # unauthenticated requests are refused before they cost anything
         result = rate_limit_take(group=rate_limit_group_for(request, view), identity=identity)
+        if result is None:  # Redis unreachable: fail open
+            self._wait = None
+            return True
         remember_result(request, result)
         self._wait = result.retry_after
         return result.allowed

@@ -141,8 +141,9 @@ class TokenView(View):
 
         identity = data.get("client_id") or f"ip:{request.META.get('REMOTE_ADDR', '')}"
         limit = rate_limit_take(group="token", identity=f"token:{identity}")
-        remember_result(request, limit)
-        if not limit.allowed:
+        if limit is not None:  # None: Redis unreachable, the limiter fails open
+            remember_result(request, limit)
+        if limit is not None and not limit.allowed:
             raise TokenRequestError(429, "slow_down", "Too many token requests; retry later.")
 
         for field in ("grant_type", "client_id", "client_secret", "audience"):
