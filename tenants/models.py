@@ -76,6 +76,12 @@ class ApplicationAccess(models.Model):
     )
     scopes = ArrayField(models.CharField(max_length=100), default=list, blank=True)
     created_at = models.DateTimeField(default=timezone.now, editable=False)
+    # A quick check of the client secret, so that verifying one is no CPU lever: the
+    # SHA-256 of the secret (random, 64 characters: a slow hash adds nothing to it, its
+    # slowness protects guessable passwords), valid only while the application's stored
+    # hash is still the one whose SHA-256 is kept beside it.
+    secret_sha256 = models.CharField(max_length=64, blank=True, default="", editable=False)
+    secret_hash_sha256 = models.CharField(max_length=64, blank=True, default="", editable=False)
 
     class Meta:
         verbose_name = "application access"

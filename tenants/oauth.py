@@ -6,6 +6,7 @@ from oauth2_provider.oauth2_validators import OAuth2Validator
 from oauth2_provider.scopes import BaseScopes
 
 from tenants.scopes import ALIASES, SCOPES, with_aliases
+from tenants.services import client_secret_verify
 
 
 def _allowed_scopes(application) -> list[str]:
@@ -27,9 +28,23 @@ class ApplicationScopes(BaseScopes):
 
 
 class OperatorOAuth2Validator(OAuth2Validator):
-    """Clients of a suspended operator, or applications with no operator, cannot authenticate."""
+    """Clients of a suspended operator, or applications with no operator, cannot
+    authenticate; secrets are checked quickly once known (`client_secret_verify`)."""
+
+    # One validator serves one token request (the view builds its server per request).
+    _request = None
+
+    def _check_secret(self, provided_secret, stored_secret) -> bool:
+        client = getattr(self._request, "client", None)
+        return client_secret_verify(
+            access=getattr(client, "access", None),
+            provided=provided_secret,
+            stored=stored_secret,
+            slow_check=super()._check_secret,
+        )
 
     def authenticate_client(self, request, *args, **kwargs) -> bool:
+        self._request = request
         if not super().authenticate_client(request, *args, **kwargs):
             return False
         access = getattr(request.client, "access", None)

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import hashlib
+import hmac
 import logging
 import secrets
 import time
@@ -133,7 +134,10 @@ def application_access_create(
             skip_authorization=True,
         )
         access = ApplicationAccess.objects.create(
-            operator=operator, application=application, scopes=allowed
+            operator=operator,
+            application=application,
+            scopes=allowed,
+            **_secret_check_fields(secret, application.client_secret),
         )
     return IssuedApplication(access=access, client_secret=secret)
 
@@ -169,8 +173,43 @@ def application_access_rotate_secret(*, access: ApplicationAccess) -> IssuedAppl
         application = access.application
         application.client_secret = secret
         application.save(update_fields=["client_secret", "updated"])
+        fields = _secret_check_fields(secret, application.client_secret)
+        ApplicationAccess.objects.filter(pk=access.pk).update(**fields)
+        for name, value in fields.items():
+            setattr(access, name, value)
         AccessToken.objects.filter(application=application).delete()
     return IssuedApplication(access=access, client_secret=secret)
+
+
+def client_secret_verify(
+    *, access: ApplicationAccess | None, provided: str, stored: str, slow_check
+) -> bool:
+    """Is `provided` the client secret whose slow hash is `stored`?
+
+    While the access row holds a quick check made with this very stored hash, the
+    answer costs one SHA-256, right or wrong: guessing secrets is no CPU lever. Else
+    (an application from before the quick check, or whose secret was changed outside
+    Tally's services) `slow_check` decides once, and a right secret leaves the quick
+    check for next time. A rotated secret is a new stored hash: the old quick check
+    no longer applies, at once.
+    """
+    if access is not None and access.secret_hash_sha256 == _sha256(stored):
+        return hmac.compare_digest(access.secret_sha256, _sha256(provided))
+    if not slow_check(provided, stored):
+        return False
+    if access is not None:
+        ApplicationAccess.objects.filter(pk=access.pk).update(
+            **_secret_check_fields(provided, stored)
+        )
+    return True
+
+
+def _secret_check_fields(secret: str, stored_hash: str) -> dict[str, str]:
+    return {"secret_sha256": _sha256(secret), "secret_hash_sha256": _sha256(stored_hash)}
+
+
+def _sha256(text: str) -> str:
+    return hashlib.sha256(text.encode("utf-8", "surrogatepass")).hexdigest()
 
 
 def _new_client_secret() -> str:
