@@ -154,6 +154,7 @@ SPECTACULAR_SETTINGS = {
     "POSTPROCESSING_HOOKS": [
         "drf_spectacular.hooks.postprocess_schema_enums",
         "tenants.api.schema.add_token_endpoint",
+        "common.api.schema.patch_bodies_need_a_field",
     ],
 }
 

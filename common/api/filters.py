@@ -37,11 +37,15 @@ class SortFilterBackend(BaseFilterBackend):
                 "in": "query",
                 "required": False,
                 "schema": {"type": "string", "enum": list(sort_fields)},
+                "allowEmptyValue": True,
+                "description": "Empty: the default order.",
             },
             {
                 "name": "sortOrder",
                 "in": "query",
                 "required": False,
                 "schema": {"type": "string", "enum": list(SORT_ORDERS)},
+                "allowEmptyValue": True,
+                "description": "Empty: ASC.",
             },
         ]

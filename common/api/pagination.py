@@ -16,10 +16,10 @@ def _non_negative_int(request, name: str, default: int, maximum: int | None = No
     raw = request.query_params.get(name)
     if raw is None or raw == "":
         return default
-    try:
-        value = int(raw)
-    except ValueError:
-        raise ValidationError({name: [f"{name} must be a whole number."]}) from None
+    # ASCII digits only: int() would also read "٣" (an Arabic-Indic three) or "+5".
+    if not (raw.isascii() and raw.removeprefix("-").isdigit()):
+        raise ValidationError({name: [f"{name} must be a whole number."]})
+    value = int(raw)
     if value < 0:
         raise ValidationError({name: [f"{name} must not be negative."]})
     if maximum is not None and value > maximum:
@@ -64,14 +64,16 @@ class LimitSkipPagination(BasePagination):
                 "in": "query",
                 "required": False,
                 "description": f"How many items to return (default {DEFAULT_LIMIT}, "
-                f"at most {MAX_LIMIT}).",
+                f"at most {MAX_LIMIT}; empty: the default).",
                 "schema": {"type": "integer", "minimum": 0, "maximum": MAX_LIMIT},
+                "allowEmptyValue": True,
             },
             {
                 "name": "skip",
                 "in": "query",
                 "required": False,
-                "description": "How many items to skip.",
+                "description": "How many items to skip (empty: 0).",
                 "schema": {"type": "integer", "minimum": 0},
+                "allowEmptyValue": True,
             },
         ]

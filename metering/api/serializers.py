@@ -270,6 +270,8 @@ class MeterTypeSerializer(TallyModelSerializer):
         return value or None
 
     def validate(self, attrs):
+        if self.partial and not attrs:
+            raise serializers.ValidationError("Send at least one field to change.")
         now = timezone.now()
         errors = {}
         for field in ("active_from", "active_to"):

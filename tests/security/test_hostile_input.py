@@ -160,3 +160,40 @@ def test_through_the_live_server(live_server, settings):
         )
         assert response.status_code == 400, (case, response.text[:200])
         assert response.json()["status"] == 400
+
+
+@pytest.mark.parametrize("value", ["%D9%A3", "+5", "1e1", "0x10", "3.0", "%EF%BC%93"])
+def test_integer_query_parameters_take_ascii_digits_only(acme, api_client, scene, value):
+    response = api_client(acme.token).get(f"/usage-metering/v1/meter-types?limit={value}")
+    body = assert_error_body(response, 400)
+    assert body["details"][0]["field"] == "limit"
+
+
+def test_empty_query_parameters_count_as_absent(acme, api_client, scene):
+    response = api_client(acme.token).get(
+        "/usage-metering/v1/meter-types?limit=&skip=&sortBy=&sortOrder="
+    )
+    assert response.status_code == 200, response.content
+
+
+@pytest.mark.parametrize(
+    "path",
+    [
+        "/usage-metering/v1/meter-types/{meter_type}",
+        "/global-parameters/v1/parameters/region",
+        "/online-collection/v1/collectors/{collector}",
+    ],
+)
+def test_an_empty_patch_is_a_400(acme, api_client, scene, path):
+    url = path.format(meter_type=scene["meter_type"].pk, collector=scene["collector"].pk)
+    assert_error_body(api_client(acme.token).patch(url, {}), 400)
+
+
+def test_the_schema_says_a_patch_needs_a_field(client):
+    schema = client.get("/api/schema/?format=json").json()
+    components = schema["components"]["schemas"]
+    for path, operations in schema["paths"].items():
+        if "patch" not in operations:
+            continue
+        reference = operations["patch"]["requestBody"]["content"]["application/json"]["schema"]
+        assert components[reference["$ref"].rsplit("/", 1)[-1]]["minProperties"] == 1, path
