@@ -1,0 +1,112 @@
+"""Through the server Tally runs behind in production (gunicorn), against the test
+database: chunked request bodies are read, within the same size limits."""
+
+from __future__ import annotations
+
+import http.client
+import os
+import signal
+import socket
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+from django.conf import settings
+from django.db import connection
+
+from tests.conftest import AUDIENCE, make_tenant
+from tests.factories import CollectorFactory
+
+pytestmark = [pytest.mark.e2e, pytest.mark.django_db(transaction=True)]
+
+ROOT = Path(__file__).resolve().parents[2]
+
+
+def free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return sock.getsockname()[1]
+
+
+@pytest.fixture
+def gunicorn():
+    """gunicorn serving Tally on a loopback port, on this test's database."""
+    database = connection.settings_dict
+    port = free_port()
+    environment = {
+        **os.environ,
+        "DATABASE_URL": (
+            f"postgres://{database['USER']}@{database['HOST'] or '127.0.0.1'}:"
+            f"{database['PORT'] or 5432}/{database['NAME']}"
+        ),
+        "REDIS_URL": settings.REDIS_URL,
+        "TALLY_REDIS_PREFIX": settings.REDIS_KEY_PREFIX,
+        "TALLY_API_AUDIENCE": AUDIENCE,
+        "TALLY_RATE_LIMITS": '{"ingestion": {"rate": 1000, "burst": 1000}}',
+        "ALLOWED_HOSTS": "127.0.0.1",
+        "LOG_LEVEL": "WARNING",
+    }
+    process = subprocess.Popen(
+        [
+            str(Path(sys.executable).parent / "gunicorn"),
+            "config.wsgi:application",
+            "--bind",
+            f"127.0.0.1:{port}",
+            "--workers",
+            "1",
+            "--log-level",
+            "warning",
+        ],
+        cwd=ROOT,
+        env=environment,
+    )
+    deadline = time.monotonic() + 30
+    while True:
+        try:
+            socket.create_connection(("127.0.0.1", port), timeout=0.2).close()
+            break
+        except OSError:
+            if time.monotonic() > deadline or process.poll() is not None:
+                process.kill()
+                raise RuntimeError("gunicorn did not start") from None
+            time.sleep(0.1)
+    yield port
+    process.send_signal(signal.SIGTERM)
+    process.wait(timeout=30)
+
+
+def post_chunked(port: int, path: str, chunks: list[bytes], token: str):
+    connection_ = http.client.HTTPConnection("127.0.0.1", port, timeout=30)
+    connection_.putrequest("POST", path)
+    connection_.putheader("Authorization", f"Bearer {token}")
+    connection_.putheader("Content-Type", "application/json")
+    connection_.putheader("Transfer-Encoding", "chunked")
+    connection_.endheaders()
+    try:
+        for chunk in chunks:
+            connection_.send(f"{len(chunk):x}\r\n".encode() + chunk + b"\r\n")
+        connection_.send(b"0\r\n\r\n")
+    except (BrokenPipeError, ConnectionResetError):
+        pass  # the server answered before the whole body was sent (a 413): read it
+    response = connection_.getresponse()
+    return response.status, response.read()
+
+
+def test_chunked_bodies_are_read_within_the_size_limit(gunicorn):
+    tenant = make_tenant("Chunked")
+    collector = CollectorFactory(operator=tenant.operator)
+    path = f"/online-collection/v1/collectors/{collector.pk}/data"
+
+    body = b'{"data": [' + b",".join(b'{"id": "r%d"}' % i for i in range(50)) + b"]}"
+    chunks = [body[start : start + 64] for start in range(0, len(body), 64)]
+    status, answer = post_chunked(gunicorn, path, chunks, tenant.token)
+    assert status == 202, answer
+    assert b'"accepted":50' in answer
+
+    # Past the endpoint's limit (5 MiB for ingestion): refused while reading, not stored.
+    big = [b'{"data": [' + b'{"id": "x"},' * 100_000] * 6
+    status, answer = post_chunked(gunicorn, path, big, tenant.token)
+    assert status == 413, answer[:300]
+    assert answer.startswith(b'{"status":413')
