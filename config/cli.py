@@ -190,7 +190,8 @@ def _start_app(home: Path, address: str, env: dict[str, str]) -> dict[str, subpr
     (home / "run").mkdir(parents=True, exist_ok=True)
     commands = {
         "web (gunicorn)": [
-            str(BIN / "gunicorn"), "config.wsgi:application", "--bind", address,
+            str(BIN / "gunicorn"), "-c", "python:config.gunicorn", "config.wsgi:application",
+            "--bind", address,
             "--workers", workers, "--graceful-timeout", "5", "--access-logfile", "-",
         ],
         "worker (celery)": [

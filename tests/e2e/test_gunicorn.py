@@ -1,5 +1,6 @@
-"""Through the server Tally runs behind in production (gunicorn), against the test
-database: chunked request bodies are read, within the same size limits."""
+"""Through the server Tally runs behind in production (gunicorn, with config/gunicorn.py),
+against the test database: chunked request bodies are read within the size limits, and
+what gunicorn refuses itself is answered in the shared JSON error body, not HTML."""
 
 from __future__ import annotations
 
@@ -51,6 +52,8 @@ def gunicorn():
     process = subprocess.Popen(
         [
             str(Path(sys.executable).parent / "gunicorn"),
+            "-c",
+            "python:config.gunicorn",
             "config.wsgi:application",
             "--bind",
             f"127.0.0.1:{port}",
@@ -110,3 +113,26 @@ def test_chunked_bodies_are_read_within_the_size_limit(gunicorn):
     status, answer = post_chunked(gunicorn, path, big, tenant.token)
     assert status == 413, answer[:300]
     assert answer.startswith(b'{"status":413')
+
+
+@pytest.mark.parametrize(
+    ("request_bytes", "status"),
+    [
+        (b"GET /" + b"a" * 9000 + b" HTTP/1.1\r\nHost: x\r\n\r\n", 414),
+        (b"GET / HTTP/1.1\r\nHost: x\r\nX-Big: " + b"b" * 9000 + b"\r\n\r\n", 431),
+        (b"GET / HTTP/1.1\r\nHost: x\r\n" + b"X-H: y\r\n" * 120 + b"\r\n", 431),
+        (b"G\x00T / HTTP/1.1\r\nHost: x\r\n\r\n", 400),
+    ],
+    ids=["long request line", "long header", "too many headers", "bad method"],
+)
+def test_what_gunicorn_refuses_is_answered_in_json(gunicorn, request_bytes, status):
+    with socket.create_connection(("127.0.0.1", gunicorn), timeout=10) as sock:
+        sock.sendall(request_bytes)
+        answer = b""
+        while chunk := sock.recv(65536):
+            answer += chunk
+    head, _, body = answer.partition(b"\r\n\r\n")
+    assert head.startswith(f"HTTP/1.1 {status} ".encode()), head
+    assert b"Content-Type: application/json" in head
+    assert body.startswith(b'{"status":%d,' % status)
+    assert b"aaaa" not in body and b"bbbb" not in body  # nothing of the request echoed
