@@ -77,7 +77,39 @@ def loads(data: bytes | str) -> Any:
     if problem is not None:
         where, message = problem
         raise InvalidJSON(message, where)
+    repeated = _repeated_key(data)
+    if repeated is not None:
+        raise InvalidJSON("This field name appears twice in one object.", repeated)
     return value
+
+
+# Every string token (a key when a colon follows), and the braces around objects. Quotes
+# outside strings always open one, so scanning string tokens in order never starts
+# inside a string.
+_TOKENS = re.compile(rb'"(?:[^"\\]|\\.)*"(\s*:)?|[{}]')
+
+
+def _repeated_key(data: bytes | str) -> str | None:
+    """The first field name that appears twice in one object, or None. msgspec keeps the
+    last of a repeated name; Tally refuses the document instead, so no value is
+    silently dropped. (A scan of the text: small bodies only, see `loads`.)"""
+    raw = data.encode("utf-8", "surrogatepass") if isinstance(data, str) else data
+    if raw.count(b":") < 2:
+        return None
+    objects: list[set[str]] = []
+    for token in _TOKENS.finditer(raw):
+        text = token.group()
+        if text == b"{":
+            objects.append(set())
+        elif text == b"}":
+            if objects:
+                objects.pop()
+        elif token.group(1) is not None and objects:
+            key = _decoder.decode(text[: text.rindex(b'"') + 1])
+            if key in objects[-1]:
+                return key
+            objects[-1].add(key)
+    return None
 
 
 def loads_lenient(data: bytes | str) -> Any:

@@ -27,6 +27,7 @@ HOSTILE = {
     "NUL in a key": b'{"na\\u0000me": "a"}',
     "unpaired surrogate": b'{"name": "\\ud800"}',
     "invalid UTF-8": b'{"name": "\xff\xfe"}',
+    "repeated field": b'{"name": "a", "unit": "u", "name": "b"}',
 }
 
 
@@ -197,3 +198,19 @@ def test_the_schema_says_a_patch_needs_a_field(client):
             continue
         reference = operations["patch"]["requestBody"]["content"]["application/json"]["schema"]
         assert components[reference["$ref"].rsplit("/", 1)[-1]]["minProperties"] == 1, path
+
+
+@pytest.mark.parametrize(
+    ("body", "field"),
+    [
+        (b'{"name": "a", "name": "b"}', "name"),
+        (b'{"name": "a", "\\u006eame": "b"}', "name"),  # the same name, escaped
+        (b'{"name": "a", "thresholds": [{"value": 1, "value": 2}]}', "value"),
+    ],
+)
+def test_a_repeated_field_name_is_refused_not_resolved(acme, api_client, scene, body, field):
+    response = api_client(acme.token).post("/usage-metering/v1/meter-types", body)
+    error = assert_error_body(response, 400)
+    assert error["details"] == [
+        {"field": field, "message": "This field name appears twice in one object."}
+    ]
