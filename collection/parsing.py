@@ -20,7 +20,7 @@ from collection.rules import (
     MAX_RECORD_AGE,
     MAX_RECORD_LEAD,
 )
-from common.json import InvalidJSON, encode, find_problem, loads_lenient
+from common.json import MAX_DEPTH, InvalidJSON, encode, find_problem, loads_lenient
 
 NDJSON = "application/x-ndjson"
 
@@ -174,6 +174,12 @@ def prepare_records(records: list[dict[str, Any]], now: datetime) -> PreparedBat
                 raise ValueError(f"{where}: {why}") from None
             if "\\u0000" in encoded:
                 raise ValueError("the record contains a NUL character")
+            # Counting brackets is cheap; only a record with enough of them to be too
+            # deep is walked (find_problem ignores brackets inside strings).
+            if encoded.count("[") + encoded.count("{") > MAX_DEPTH:
+                problem = find_problem(payload)
+                if problem is not None:
+                    raise ValueError(f"{problem[0]}: {problem[1]}")
             row = (
                 record_id,
                 event_time,
