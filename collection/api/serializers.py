@@ -1,9 +1,10 @@
 from __future__ import annotations
 
+from drf_spectacular.utils import extend_schema_field
 from rest_framework import serializers
 
 from collection.models import Collector
-from collection.rules import name_problem
+from collection.rules import NAME_MAX_LENGTH, name_problem
 from common.api.serializers import StrictCharField, TallyModelSerializer, TallySerializer
 
 
@@ -21,15 +22,20 @@ def _validated_name(name: str) -> str:
     return name
 
 
+@extend_schema_field({"type": "string", "minLength": 1, "maxLength": NAME_MAX_LENGTH})
+class CollectorNameField(StrictCharField):
+    """A collector name (checked by the rules, with their own message)."""
+
+
 class CollectorCreateSerializer(TallySerializer):
-    name = StrictCharField(trim_whitespace=False, allow_blank=True)
+    name = CollectorNameField(trim_whitespace=False)
 
     def validate_name(self, name: str) -> str:
         return _validated_name(name)
 
 
 class CollectorUpdateSerializer(TallySerializer):
-    name = StrictCharField(trim_whitespace=False, allow_blank=True)
+    name = CollectorNameField(trim_whitespace=False)
 
     def to_internal_value(self, data):
         if isinstance(data, dict):
@@ -62,10 +68,28 @@ class IngestionResultSerializer(TallySerializer):
     rejected = RejectedRecordSerializer(many=True)
 
 
+@extend_schema_field(
+    {
+        "oneOf": [
+            {"type": "object", "additionalProperties": True},
+            {
+                "type": "array",
+                "items": {"type": "object", "additionalProperties": True},
+                "minItems": 1,
+                "maxItems": 10_000,
+            },
+            {"type": "string", "minLength": 1},
+        ]
+    }
+)
+class IngestionDataField(serializers.JSONField):
+    """Records: never null."""
+
+
 class IngestionBodySerializer(TallySerializer):
     """Only for the schema: the view reads the body itself (msgspec, in bulk)."""
 
-    data = serializers.JSONField(
+    data = IngestionDataField(
         help_text="One record (object), a batch (array of objects, at most 10,000), or a "
         "string holding either as JSON. Or send application/x-ndjson, one record a line."
     )

@@ -116,3 +116,15 @@ def patch_bodies_need_a_field(result, generator, request, public):
             if name in schemas:
                 schemas[name]["minProperties"] = 1
     return result
+
+
+def query_strings_hold_no_nul(result, generator, request, public):
+    """drf-spectacular postprocessing hook: a NUL in a query value is a 400 (PostgreSQL
+    text cannot hold one), so string query parameters say they take none."""
+    for operations in result.get("paths", {}).values():
+        for operation in operations.values():
+            for parameter in operation.get("parameters", []) if isinstance(operation, dict) else []:
+                schema = parameter.get("schema", {})
+                if parameter.get("in") == "query" and schema.get("type") == "string":
+                    schema.setdefault("pattern", "^[^\\u0000]*$")
+    return result

@@ -1,10 +1,16 @@
 from __future__ import annotations
 
+from drf_spectacular.utils import extend_schema_field
 from rest_framework import serializers
 
 from common.api.serializers import StrictCharField, TallyModelSerializer, TallySerializer
 from parameters.models import Parameter
-from parameters.rules import DESCRIPTION_MAX_LENGTH, name_problem, value_problem
+from parameters.rules import (
+    DESCRIPTION_MAX_LENGTH,
+    VALUE_MAX_LENGTH,
+    name_problem,
+    value_problem,
+)
 
 
 class ParameterSerializer(TallyModelSerializer):
@@ -18,10 +24,15 @@ class ParameterSerializer(TallyModelSerializer):
         read_only_fields = fields
 
 
+@extend_schema_field({"type": "string", "minLength": 1, "maxLength": VALUE_MAX_LENGTH})
+class ParameterValueField(StrictCharField):
+    """A value of 1 to 8,192 characters (checked by the rules, with their own message)."""
+
+
 class ParameterCreateSerializer(TallySerializer):
     name = StrictCharField(trim_whitespace=False)
     type = serializers.ChoiceField(choices=Parameter.Type.values)
-    value = StrictCharField(trim_whitespace=False, allow_blank=True)
+    value = ParameterValueField(trim_whitespace=False)
     description = StrictCharField(
         required=False, allow_blank=True, max_length=DESCRIPTION_MAX_LENGTH, trim_whitespace=False
     )
@@ -46,7 +57,7 @@ class ParameterCreateSerializer(TallySerializer):
 
 
 class ParameterUpdateSerializer(TallySerializer):
-    value = StrictCharField(required=False, trim_whitespace=False, allow_blank=True)
+    value = ParameterValueField(required=False, trim_whitespace=False)
     description = StrictCharField(
         required=False, allow_blank=True, max_length=DESCRIPTION_MAX_LENGTH, trim_whitespace=False
     )

@@ -217,3 +217,21 @@ def test_a_repeated_field_name_is_refused_not_resolved(acme, api_client, scene, 
     assert error["details"] == [
         {"field": field, "message": "This field name appears twice in one object."}
     ]
+
+
+def test_the_schema_refuses_what_the_server_refuses(client):
+    schema = client.get("/api/schema/?format=json").json()
+    components, paths = schema["components"]["schemas"], schema["paths"]
+
+    bulk_delete = paths["/global-parameters/v1/parameters"]["delete"]["requestBody"]
+    assert bulk_delete["required"] is True
+    assert components["ParameterCreateRequest"]["properties"]["value"]["minLength"] == 1
+    assert components["CollectorCreateRequest"]["properties"]["name"]["minLength"] == 1
+    data = components["IngestionBodyRequest"]["properties"]["data"]
+    assert {option["type"] for option in data["oneOf"]} == {"object", "array", "string"}
+    assert len(components["MeterCreateRequest"]["oneOf"]) == 2
+    for path, operations in paths.items():
+        for method, operation in operations.items():
+            for parameter in operation.get("parameters", []):
+                if parameter["in"] == "query" and parameter["schema"].get("type") == "string":
+                    assert parameter["schema"]["pattern"] == "^[^\\u0000]*$", (path, method)
