@@ -155,7 +155,7 @@ SPECTACULAR_SETTINGS = {
         "drf_spectacular.hooks.postprocess_schema_enums",
         "tenants.api.schema.add_token_endpoint",
         "common.api.schema.patch_bodies_need_a_field",
-        "common.api.schema.query_strings_hold_no_nul",
+        "common.api.schema.query_parameters_as_served",
         "parameters.api.schema.add_bulk_delete_body",
         "metering.api.schema.meter_create_names_one_type",
     ],

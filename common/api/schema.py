@@ -118,13 +118,17 @@ def patch_bodies_need_a_field(result, generator, request, public):
     return result
 
 
-def query_strings_hold_no_nul(result, generator, request, public):
-    """drf-spectacular postprocessing hook: a NUL in a query value is a 400 (PostgreSQL
-    text cannot hold one), so string query parameters say they take none."""
+def query_parameters_as_served(result, generator, request, public):
+    """drf-spectacular postprocessing hook: say what every list does with its query
+    parameters. An empty value counts as absent (`?meterTypeId=` filters nothing), and a
+    NUL in a string value is a 400 (PostgreSQL text cannot hold one)."""
     for operations in result.get("paths", {}).values():
         for operation in operations.values():
             for parameter in operation.get("parameters", []) if isinstance(operation, dict) else []:
+                if parameter.get("in") != "query":
+                    continue
+                parameter["allowEmptyValue"] = True
                 schema = parameter.get("schema", {})
-                if parameter.get("in") == "query" and schema.get("type") == "string":
+                if schema.get("type") == "string":
                     schema.setdefault("pattern", "^[^\\u0000]*$")
     return result

@@ -174,10 +174,11 @@ def test_integer_query_parameters_take_ascii_digits_only(acme, api_client, scene
 
 
 def test_empty_query_parameters_count_as_absent(acme, api_client, scene):
-    response = api_client(acme.token).get(
-        "/usage-metering/v1/meter-types?limit=&skip=&sortBy=&sortOrder="
-    )
+    client = api_client(acme.token)
+    response = client.get("/usage-metering/v1/meter-types?limit=&skip=&sortBy=&sortOrder=")
     assert response.status_code == 200, response.content
+    meters = client.get("/usage-metering/v1/meters?meterTypeId=&userId=&meterKey=")
+    assert meters.status_code == 200, meters.content
 
 
 @pytest.mark.parametrize(
@@ -233,5 +234,8 @@ def test_the_schema_refuses_what_the_server_refuses(client):
     for path, operations in paths.items():
         for method, operation in operations.items():
             for parameter in operation.get("parameters", []):
-                if parameter["in"] == "query" and parameter["schema"].get("type") == "string":
+                if parameter["in"] != "query":
+                    continue
+                assert parameter["allowEmptyValue"] is True, (path, method, parameter["name"])
+                if parameter["schema"].get("type") == "string":
                     assert parameter["schema"]["pattern"] == "^[^\\u0000]*$", (path, method)
