@@ -20,7 +20,16 @@ from collection.rules import (
     MAX_RECORD_AGE,
     MAX_RECORD_LEAD,
 )
-from common.json import MAX_DEPTH, InvalidJSON, encode, find_problem, loads_lenient
+from common.json import (
+    MAX_DEPTH,
+    InvalidJSON,
+    encode,
+    find_problem,
+    loads_lenient,
+    repeated_key_in,
+    split_array,
+    split_object,
+)
 
 NDJSON = "application/x-ndjson"
 
@@ -46,58 +55,87 @@ def _decode(raw: bytes | str) -> Any:
     return loads_lenient(raw)
 
 
-def _as_records(value: Any, field_name: str) -> list[Any]:
-    if isinstance(value, dict):
-        return [value]
-    if isinstance(value, list):
-        return value
-    raise BodyError(
-        "Must be a JSON object, an array of objects, or a string holding either.", field_name
-    )
+class ParsedBody(list):
+    """The records of a body, in order, and which of them repeat a field name
+    ({index: name}): such a record is refused on its own, as msgspec would keep only the
+    last value."""
+
+    def __init__(self, records: list[dict[str, Any]], repeated: dict[int, str]) -> None:
+        super().__init__(records)
+        self.repeated = repeated
 
 
-def parse_body(body: bytes, content_type: str) -> list[dict[str, Any]]:
-    """The records in `body`: `{"data": object | array | string}` or NDJSON lines."""
+def parse_body(body: bytes, content_type: str) -> ParsedBody:
+    """The records in `body`: `{"data": object | array | string}` or NDJSON lines.
+
+    Each record keeps its own JSON text until it is decoded (msgspec splits arrays
+    without decoding them), so that a record can be refused alone.
+    """
     if content_type == NDJSON:
-        records: list[Any] = []
-        for index, line in enumerate(body.split(b"\n")):
-            if not line.strip():
-                continue
-            try:
-                records.append(_decode(line))
-            except InvalidJSON as exc:
-                raise BodyError(
-                    f"Line {index + 1}: {exc.message}", f"data[{len(records)}]"
-                ) from None
-            if len(records) > MAX_BATCH_RECORDS:
-                raise TooManyRecords
+        texts = [line for line in body.split(b"\n") if line.strip()]
+        if len(texts) > MAX_BATCH_RECORDS:
+            raise TooManyRecords
+
+        def where(index: int) -> str:
+            return f"Line {index + 1}: "
     else:
-        if not body.strip():
-            raise BodyError('The body is empty; send {"data": …}.')
-        try:
-            document = _decode(body)
-        except InvalidJSON as exc:
-            raise BodyError(exc.message) from None
-        if not isinstance(document, dict) or "data" not in document:
-            raise BodyError('The body must be a JSON object with a "data" field.', "data")
-        unknown = sorted(set(document) - {"data"})
-        if unknown:
-            raise BodyError("Unknown field.", unknown[0])
-        data = document["data"]
-        if isinstance(data, str):
-            try:
-                data = _decode(data)
-            except InvalidJSON as exc:
-                raise BodyError(f"The string in data: {exc.message}", "data") from None
-        records = _as_records(data, "data")
-    if not records:
+        texts = _record_texts(body)
+
+        def where(index: int) -> str:
+            return ""
+
+    if not texts:
         raise BodyError("Send at least one record.", "data")
-    if len(records) > MAX_BATCH_RECORDS:
+    if len(texts) > MAX_BATCH_RECORDS:
         raise TooManyRecords
-    for index, record in enumerate(records):
+    records: list[dict[str, Any]] = []
+    repeated: dict[int, str] = {}
+    for index, text in enumerate(texts):
+        try:
+            record = _decode(text)
+        except InvalidJSON as exc:
+            raise BodyError(f"{where(index)}{exc.message}", f"data[{index}]") from None
         if not isinstance(record, dict):
             raise BodyError("Each record must be a JSON object.", f"data[{index}]")
-    return records
+        name = repeated_key_in(text, record)
+        if name is not None:
+            repeated[index] = name
+        records.append(record)
+    return ParsedBody(records, repeated)
+
+
+def _record_texts(body: bytes) -> list[bytes]:
+    if not body.strip():
+        raise BodyError('The body is empty; send {"data": …}.')
+    try:
+        document = split_object(body)
+    except InvalidJSON as exc:
+        raise BodyError(exc.message) from None
+    if document is None or "data" not in document:
+        raise BodyError('The body must be a JSON object with a "data" field.', "data")
+    unknown = sorted(set(document) - {"data"})
+    if unknown:
+        raise BodyError("Unknown field.", unknown[0])
+    data = document["data"].strip()
+    if data.startswith(b'"'):  # a string holding the JSON
+        text = _decode(data)
+        data = text.encode("utf-8", "surrogatepass").strip()
+        if not data.startswith((b"{", b"[")):
+            try:
+                _decode(data)
+            except InvalidJSON as exc:
+                raise BodyError(f"The string in data: {exc.message}", "data") from None
+    if data.startswith(b"{"):
+        return [data]
+    if data.startswith(b"["):
+        try:
+            items = split_array(data)
+        except InvalidJSON as exc:
+            raise BodyError(f"The string in data: {exc.message}", "data") from None
+        return items or []
+    raise BodyError(
+        "Must be a JSON object, an array of objects, or a string holding either.", "data"
+    )
 
 
 @dataclass
@@ -153,8 +191,11 @@ def prepare_records(records: list[dict[str, Any]], now: datetime) -> PreparedBat
     oldest, newest = now - MAX_RECORD_AGE, now + MAX_RECORD_LEAD
     seen: set[str] = set()
 
+    repeated = getattr(records, "repeated", {})
     for index, record in enumerate(records):
         try:
+            if index in repeated:
+                raise ValueError(f"the field name {repeated[index]!r} appears twice")
             if "id" in record:
                 record_id = _text(record, "id")
                 if not record_id:

@@ -140,6 +140,46 @@ def _decode_error_message(data: bytes | str, exc: DecodeError) -> str:
     return f"The body is not valid JSON: {exc}"
 
 
+_RAW_OBJECT = msgspec.json.Decoder(dict[str, msgspec.Raw])
+_RAW_ARRAY = msgspec.json.Decoder(list[msgspec.Raw])
+_KEY_ENDS = re.compile(rb'"\s*:')
+
+
+def split_object(data: bytes | str) -> dict[str, bytes] | None:
+    """The members of a JSON object, each as its own JSON text (undecoded); None when the
+    document is valid JSON but not an object. Raises InvalidJSON for what is not JSON."""
+    try:
+        return {key: bytes(raw) for key, raw in _RAW_OBJECT.decode(data).items()}
+    except msgspec.ValidationError:
+        return None
+    except RecursionError:
+        raise InvalidJSON(f"The JSON is nested more than {MAX_DEPTH} levels deep.") from None
+    except DecodeError as exc:
+        raise InvalidJSON(_decode_error_message(data, exc)) from None
+
+
+def split_array(data: bytes | str) -> list[bytes] | None:
+    """The items of a JSON array, each as its own JSON text; None when not an array."""
+    try:
+        return [bytes(raw) for raw in _RAW_ARRAY.decode(data)]
+    except msgspec.ValidationError:
+        return None
+    except RecursionError:
+        raise InvalidJSON(f"The JSON is nested more than {MAX_DEPTH} levels deep.") from None
+    except DecodeError as exc:
+        raise InvalidJSON(_decode_error_message(data, exc)) from None
+
+
+def repeated_key_in(raw: bytes, decoded: dict) -> str | None:
+    """`_repeated_key` for one decoded object and its text, scanning the text only when
+    it could hold a repeat: every key ends in a quote and a colon, so when the text has
+    no more of those than the object has keys, no key was repeated (the common case of
+    a flat record costs one regex count)."""
+    if len(_KEY_ENDS.findall(raw)) <= len(decoded):
+        return None
+    return _repeated_key(raw)
+
+
 def find_problem(value: Any, where: str = "") -> tuple[str, str] | None:
     """(where, why) for the first thing in a decoded document Tally cannot store, or
     None: nesting deeper than MAX_DEPTH, an unstorable number, a NUL character."""

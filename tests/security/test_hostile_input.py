@@ -239,3 +239,40 @@ def test_the_schema_refuses_what_the_server_refuses(client):
                 assert parameter["allowEmptyValue"] is True, (path, method, parameter["name"])
                 if parameter["schema"].get("type") == "string":
                     assert parameter["schema"]["pattern"] == "^[^\\u0000]*$", (path, method)
+
+
+@pytest.mark.parametrize(
+    ("body", "content_type"),
+    [
+        (
+            b'{"data": [{"id": "a", "v": 1}, {"id": "b", "v": 1, "v": 2},'
+            b' {"id": "c", "n": {"x": 1, "x": 2}}, {"id": "d", "v": 3}]}',
+            "application/json",
+        ),
+        (
+            b'{"id": "a", "v": 1}\n{"id": "b", "v": 1, "v": 2}\n'
+            b'{"id": "c", "n": {"x": 1, "x": 2}}\n{"id": "d", "v": 3}\n',
+            "application/x-ndjson",
+        ),
+        (
+            b'{"data": "[{\\"id\\": \\"a\\", \\"v\\": 1}, {\\"id\\": \\"b\\", \\"v\\": 1,'
+            b' \\"v\\": 2}, {\\"id\\": \\"c\\", \\"n\\": {\\"x\\": 1, \\"x\\": 2}},'
+            b' {\\"id\\": \\"d\\", \\"v\\": 3}]"}',
+            "application/json",
+        ),
+    ],
+    ids=["array", "ndjson", "json text in data"],
+)
+def test_a_record_repeating_a_field_name_is_rejected_alone(
+    acme, api_client, scene, body, content_type
+):
+    url = f"/online-collection/v1/collectors/{scene['collector'].pk}/data"
+    response = api_client(acme.token).post(url, body, content_type=content_type)
+    assert response.status_code == 202, response.content
+    answer = response.json()
+    assert answer["accepted"] == 2
+    assert answer["rejected"] == [
+        {"index": 1, "reason": "the field name 'v' appears twice"},
+        {"index": 2, "reason": "the field name 'x' appears twice"},
+    ]
+    assert set(Record.objects.values_list("record_id", flat=True)) == {"a", "d"}
