@@ -6,11 +6,7 @@ from __future__ import annotations
 
 import http.client
 import os
-import signal
 import socket
-import subprocess
-import sys
-import time
 from pathlib import Path
 
 import pytest
@@ -18,6 +14,7 @@ from django.conf import settings
 from django.db import connection
 
 from tests.conftest import AUDIENCE, make_tenant
+from tests.e2e import servers
 from tests.factories import CollectorFactory
 
 pytestmark = [pytest.mark.e2e, pytest.mark.django_db(transaction=True)]
@@ -25,17 +22,10 @@ pytestmark = [pytest.mark.e2e, pytest.mark.django_db(transaction=True)]
 ROOT = Path(__file__).resolve().parents[2]
 
 
-def free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return sock.getsockname()[1]
-
-
 @pytest.fixture
 def gunicorn():
     """gunicorn serving Tally on a loopback port, on this test's database."""
     database = connection.settings_dict
-    port = free_port()
     environment = {
         **os.environ,
         "DATABASE_URL": (
@@ -49,35 +39,8 @@ def gunicorn():
         "ALLOWED_HOSTS": "127.0.0.1",
         "LOG_LEVEL": "WARNING",
     }
-    process = subprocess.Popen(
-        [
-            str(Path(sys.executable).parent / "gunicorn"),
-            "-c",
-            "python:config.gunicorn",
-            "config.wsgi:application",
-            "--bind",
-            f"127.0.0.1:{port}",
-            "--workers",
-            "1",
-            "--log-level",
-            "warning",
-        ],
-        cwd=ROOT,
-        env=environment,
-    )
-    deadline = time.monotonic() + 30
-    while True:
-        try:
-            socket.create_connection(("127.0.0.1", port), timeout=0.2).close()
-            break
-        except OSError:
-            if time.monotonic() > deadline or process.poll() is not None:
-                process.kill()
-                raise RuntimeError("gunicorn did not start") from None
-            time.sleep(0.1)
-    yield port
-    process.send_signal(signal.SIGTERM)
-    process.wait(timeout=30)
+    with servers.gunicorn(environment) as port:
+        yield port
 
 
 def post_chunked(port: int, path: str, chunks: list[bytes], token: str):
