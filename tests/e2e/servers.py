@@ -23,22 +23,34 @@ def free_port() -> int:
 def gunicorn(environment: dict[str, str], workers: int = 1):
     """Tally under gunicorn (with config/gunicorn.py) on a loopback port; yields the port."""
     port = free_port()
-    process = subprocess.Popen(
-        [
-            str(Path(sys.executable).parent / "gunicorn"),
-            "-c",
-            "python:config.gunicorn",
-            "config.wsgi:application",
-            "--bind",
-            f"127.0.0.1:{port}",
-            "--workers",
-            str(workers),
-            "--log-level",
-            "warning",
-        ],
-        cwd=ROOT,
-        env=environment,
-    )
+    command = [
+        str(Path(sys.executable).parent / "gunicorn"),
+        "-c",
+        "python:config.gunicorn",
+        "config.wsgi:application",
+        "--bind",
+        f"127.0.0.1:{port}",
+        "--workers",
+        str(workers),
+        "--log-level",
+        "warning",
+    ]
+    with _serving(command, environment, port):
+        yield port
+
+
+@contextmanager
+def runserver(environment: dict[str, str]):
+    """Tally under Django's development server (`manage.py runserver`); yields the port."""
+    port = free_port()
+    command = [sys.executable, "manage.py", "runserver", "--noreload", f"127.0.0.1:{port}"]
+    with _serving(command, environment, port):
+        yield port
+
+
+@contextmanager
+def _serving(command: list[str], environment: dict[str, str], port: int):
+    process = subprocess.Popen(command, cwd=ROOT, env=environment)
     try:
         deadline = time.monotonic() + 30
         while True:

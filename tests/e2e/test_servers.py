@@ -1,6 +1,7 @@
-"""Through the server Tally runs behind in production (gunicorn, with config/gunicorn.py),
-against the test database: chunked request bodies are read within the size limits, and
-what gunicorn refuses itself is answered in the shared JSON error body, not HTML."""
+"""Through the servers Tally runs under, against the test database: gunicorn (with
+config/gunicorn.py) and Django's development server read chunked request bodies within
+the size limits, and what gunicorn refuses itself is answered in the shared JSON error
+body, not HTML."""
 
 from __future__ import annotations
 
@@ -22,9 +23,7 @@ pytestmark = [pytest.mark.e2e, pytest.mark.django_db(transaction=True)]
 ROOT = Path(__file__).resolve().parents[2]
 
 
-@pytest.fixture
-def gunicorn():
-    """gunicorn serving Tally on a loopback port, on this test's database."""
+def server_environment() -> dict[str, str]:
     database = connection.settings_dict
     environment = {
         **os.environ,
@@ -39,7 +38,20 @@ def gunicorn():
         "ALLOWED_HOSTS": "127.0.0.1",
         "LOG_LEVEL": "WARNING",
     }
-    with servers.gunicorn(environment) as port:
+    return environment
+
+
+@pytest.fixture
+def gunicorn():
+    """gunicorn serving Tally on a loopback port, on this test's database."""
+    with servers.gunicorn(server_environment()) as port:
+        yield port
+
+
+@pytest.fixture(params=["gunicorn", "runserver"])
+def any_server(request):
+    """Each server Tally can be run under: gunicorn, and Django's development server."""
+    with getattr(servers, request.param)(server_environment()) as port:
         yield port
 
 
@@ -60,20 +72,20 @@ def post_chunked(port: int, path: str, chunks: list[bytes], token: str):
     return response.status, response.read()
 
 
-def test_chunked_bodies_are_read_within_the_size_limit(gunicorn):
+def test_chunked_bodies_are_read_within_the_size_limit(any_server):
     tenant = make_tenant("Chunked")
     collector = CollectorFactory(operator=tenant.operator)
     path = f"/online-collection/v1/collectors/{collector.pk}/data"
 
     body = b'{"data": [' + b",".join(b'{"id": "r%d"}' % i for i in range(50)) + b"]}"
     chunks = [body[start : start + 64] for start in range(0, len(body), 64)]
-    status, answer = post_chunked(gunicorn, path, chunks, tenant.token)
+    status, answer = post_chunked(any_server, path, chunks, tenant.token)
     assert status == 202, answer
     assert b'"accepted":50' in answer
 
     # Past the endpoint's limit (5 MiB for ingestion): refused while reading, not stored.
     big = [b'{"data": [' + b'{"id": "x"},' * 100_000] * 6
-    status, answer = post_chunked(gunicorn, path, big, tenant.token)
+    status, answer = post_chunked(any_server, path, big, tenant.token)
     assert status == 413, answer[:300]
     assert answer.startswith(b'{"status":413')
 
