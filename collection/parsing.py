@@ -56,13 +56,14 @@ def _decode(raw: bytes | str) -> Any:
 
 
 class ParsedBody(list):
-    """The records of a body, in order, and which of them repeat a field name
-    ({index: name}): such a record is refused on its own, as msgspec would keep only the
-    last value."""
+    """The records of a body, in order, and the ones refused while reading them
+    ({index: reason}; such an index holds an empty placeholder): a record that repeats
+    a field name (msgspec would keep only the last value), or that well-formed JSON
+    holds but Tally cannot read (an integer past Python's digit limit)."""
 
-    def __init__(self, records: list[dict[str, Any]], repeated: dict[int, str]) -> None:
+    def __init__(self, records: list[dict[str, Any]], refused: dict[int, str]) -> None:
         super().__init__(records)
-        self.repeated = repeated
+        self.refused = refused
 
 
 def parse_body(body: bytes, content_type: str) -> ParsedBody:
@@ -89,19 +90,24 @@ def parse_body(body: bytes, content_type: str) -> ParsedBody:
     if len(texts) > MAX_BATCH_RECORDS:
         raise TooManyRecords
     records: list[dict[str, Any]] = []
-    repeated: dict[int, str] = {}
+    refused: dict[int, str] = {}
     for index, text in enumerate(texts):
         try:
             record = _decode(text)
         except InvalidJSON as exc:
-            raise BodyError(f"{where(index)}{exc.message}", f"data[{index}]") from None
+            if content_type == NDJSON:  # a line that is not JSON: the body is malformed
+                raise BodyError(f"{where(index)}{exc.message}", f"data[{index}]") from None
+            # The array was split as valid JSON: only this record cannot be read.
+            refused[index] = exc.message
+            records.append({})
+            continue
         if not isinstance(record, dict):
             raise BodyError("Each record must be a JSON object.", f"data[{index}]")
         name = repeated_key_in(text, record)
         if name is not None:
-            repeated[index] = name
+            refused[index] = f"the field name {name!r} appears twice"
         records.append(record)
-    return ParsedBody(records, repeated)
+    return ParsedBody(records, refused)
 
 
 def _record_texts(body: bytes) -> list[bytes]:
@@ -191,11 +197,11 @@ def prepare_records(records: list[dict[str, Any]], now: datetime) -> PreparedBat
     oldest, newest = now - MAX_RECORD_AGE, now + MAX_RECORD_LEAD
     seen: set[str] = set()
 
-    repeated = getattr(records, "repeated", {})
+    refused = getattr(records, "refused", {})
     for index, record in enumerate(records):
         try:
-            if index in repeated:
-                raise ValueError(f"the field name {repeated[index]!r} appears twice")
+            if index in refused:
+                raise ValueError(refused[index])
             if "id" in record:
                 record_id = _text(record, "id")
                 if not record_id:

@@ -132,13 +132,15 @@ def test_one_unstorable_record_does_not_cost_its_neighbours(acme, api_client, sc
         b' {"id": "long", "v": 1.' + b"1" * 17000 + b'}, {"id": "nul", "v": "a\\u0000"},'
         b' {"id": "ok-2", "nested": {"deep": [1e-5]}},'
         b' {"id": "deep", "v": ' + b"[" * 100 + b"]" * 100 + b"},"
-        b' {"id": "wide", "v": [' + b"[]," * 80 + b"[]]}]}"
+        b' {"id": "wide", "v": [' + b"[]," * 80 + b"[]]},"
+        b' {"id": "huge-int", "v": ' + b"9" * 5000 + b"}]}"
     )
     response = api_client(acme.token).post(url, body)
     assert response.status_code == 202, response.content
     answer = response.json()
     assert answer["accepted"] == 3
-    assert [item["index"] for item in answer["rejected"]] == [1, 2, 3, 5]
+    assert [item["index"] for item in answer["rejected"]] == [1, 2, 3, 5, 7]
+    assert "more digits than can be stored" in answer["rejected"][4]["reason"]
     assert "Nested more than 64 levels deep" in answer["rejected"][3]["reason"]
     assert "v: This number is too large" in answer["rejected"][0]["reason"]
     stored = set(Record.objects.values_list("record_id", flat=True))
