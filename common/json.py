@@ -148,21 +148,20 @@ _KEY_ENDS = re.compile(rb'"\s*:')
 def split_object(data: bytes | str) -> dict[str, bytes] | None:
     """The members of a JSON object, each as its own JSON text (undecoded); None when the
     document is valid JSON but not an object. Raises InvalidJSON for what is not JSON."""
-    try:
-        return {key: bytes(raw) for key, raw in _RAW_OBJECT.decode(data).items()}
-    except msgspec.ValidationError:
-        return None
-    except RecursionError:
-        raise InvalidJSON(f"The JSON is nested more than {MAX_DEPTH} levels deep.") from None
-    except DecodeError as exc:
-        raise InvalidJSON(_decode_error_message(data, exc)) from None
+    members = _decode_raw(_RAW_OBJECT, data)
+    return None if members is None else {key: bytes(raw) for key, raw in members.items()}
 
 
 def split_array(data: bytes | str) -> list[bytes] | None:
     """The items of a JSON array, each as its own JSON text; None when not an array."""
+    items = _decode_raw(_RAW_ARRAY, data)
+    return None if items is None else [bytes(raw) for raw in items]
+
+
+def _decode_raw(decoder: msgspec.json.Decoder, data: bytes | str) -> Any:
     try:
-        return [bytes(raw) for raw in _RAW_ARRAY.decode(data)]
-    except msgspec.ValidationError:
+        return decoder.decode(data)
+    except msgspec.ValidationError:  # valid JSON, another shape
         return None
     except RecursionError:
         raise InvalidJSON(f"The JSON is nested more than {MAX_DEPTH} levels deep.") from None

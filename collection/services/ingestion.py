@@ -99,8 +99,35 @@ _COPY_TYPES = ["text", "timestamptz", "text", "text", "text", "text"]
 # this wait for it, then count as a duplicate); 2. insert the records whose key was new;
 # 3. append their rollup deltas; 4. write the ingestion row with the counts; 5. count the
 # gateway request (the same row `tenants.services.usage_counter_add` appends, inlined to
-# stay in this statement); 6. store the answer on the Idempotency-Key, if any.
-_INGEST_SQL = """
+# stay in this statement); 6. store the answer on the Idempotency-Key, if any. Steps 4-6
+# are the same in every ingestion statement (_TAIL_SQL).
+_TAIL_SQL = """
+), ingestion AS (
+    INSERT INTO collection_ingestion (
+        id, operator_id, collector_id, received_at, size_bytes, record_count, accepted,
+        duplicates, rejected
+    )
+    SELECT %(ingestion)s, %(operator)s, %(collector)s, %(now)s, %(size)s, %(record_count)s,
+        a.n, %(candidates)s - a.n + %(batch_duplicates)s, %(rejected_count)s
+    FROM (SELECT coalesce(sum(count), 0)::integer AS n FROM deltas) a
+    WHERE EXISTS (SELECT FROM live)
+    RETURNING accepted, duplicates
+), counted AS (
+    INSERT INTO {usage_table} (operator_id, hour, kind, key, connection, count)
+    SELECT %(operator)s, date_trunc('hour', %(now)s::timestamptz), %(usage_kind)s,
+        %(usage_key)s, %(collector_text)s, 1
+    WHERE EXISTS (SELECT FROM live)
+), answered AS (
+    UPDATE collection_idempotencykey k SET response = jsonb_build_object(
+        'ingestionId', %(ingestion_text)s, 'accepted', i.accepted,
+        'duplicates', i.duplicates, 'rejected', %(rejected)s::jsonb)
+    FROM ingestion i WHERE k.id = %(key_id)s
+)
+SELECT accepted, duplicates FROM ingestion
+"""
+
+_INGEST_SQL = (
+    """
 WITH live AS MATERIALIZED (
     SELECT 1 FROM collection_collector
     WHERE id = %(collector)s AND deleted_at IS NULL AND status = %(active)s
@@ -127,29 +154,9 @@ WITH live AS MATERIALIZED (
     SELECT %(operator)s, %(collector)s, type, 1, date_trunc('hour', event_time), count(*)
     FROM stored GROUP BY type, date_trunc('hour', event_time)
     RETURNING count
-), ingestion AS (
-    INSERT INTO collection_ingestion (
-        id, operator_id, collector_id, received_at, size_bytes, record_count, accepted,
-        duplicates, rejected
-    )
-    SELECT %(ingestion)s, %(operator)s, %(collector)s, %(now)s, %(size)s, %(record_count)s,
-        a.n, %(candidates)s - a.n + %(batch_duplicates)s, %(rejected_count)s
-    FROM (SELECT coalesce(sum(count), 0)::integer AS n FROM deltas) a
-    WHERE EXISTS (SELECT FROM live)
-    RETURNING accepted, duplicates
-), counted AS (
-    INSERT INTO {usage_table} (operator_id, hour, kind, key, connection, count)
-    SELECT %(operator)s, date_trunc('hour', %(now)s::timestamptz), %(usage_kind)s,
-        %(usage_key)s, %(collector_text)s, 1
-    WHERE EXISTS (SELECT FROM live)
-), answered AS (
-    UPDATE collection_idempotencykey k SET response = jsonb_build_object(
-        'ingestionId', %(ingestion_text)s, 'accepted', i.accepted,
-        'duplicates', i.duplicates, 'rejected', %(rejected)s::jsonb)
-    FROM ingestion i WHERE k.id = %(key_id)s
+""".rstrip()
+    + _TAIL_SQL
 )
-SELECT accepted, duplicates FROM ingestion
-"""
 # Big batches are copied into a temporary table first. Small ones travel as arrays in the
 # statement itself, which then is the whole write: one round trip in autocommit, without
 # the COPY, BEGIN and COMMIT round trips or the temporary table's truncation at commit (a
@@ -166,7 +173,8 @@ _FROM_ARRAYS = _INGEST_SQL.format(
 # One record, what a live client sends, has a statement of its own that does the same
 # with plain parameters: no arrays to write and unnest, no sort, no grouping (about a
 # third less work for PostgreSQL, and for the client, than the array statement).
-_ONE_SQL = """
+_ONE_SQL = (
+    """
 WITH live AS MATERIALIZED (
     SELECT 1 FROM collection_collector
     WHERE id = %(collector)s AND deleted_at IS NULL AND status = %(active)s
@@ -190,29 +198,9 @@ WITH live AS MATERIALIZED (
     SELECT %(operator)s, %(collector)s, type, 1, date_trunc('hour', event_time), 1
     FROM stored
     RETURNING count
-), ingestion AS (
-    INSERT INTO collection_ingestion (
-        id, operator_id, collector_id, received_at, size_bytes, record_count, accepted,
-        duplicates, rejected
-    )
-    SELECT %(ingestion)s, %(operator)s, %(collector)s, %(now)s, %(size)s, %(record_count)s,
-        a.n, %(candidates)s - a.n + %(batch_duplicates)s, %(rejected_count)s
-    FROM (SELECT count(*)::integer AS n FROM deltas) a
-    WHERE EXISTS (SELECT FROM live)
-    RETURNING accepted, duplicates
-), counted AS (
-    INSERT INTO {usage_table} (operator_id, hour, kind, key, connection, count)
-    SELECT %(operator)s, date_trunc('hour', %(now)s::timestamptz), %(usage_kind)s,
-        %(usage_key)s, %(collector_text)s, 1
-    WHERE EXISTS (SELECT FROM live)
-), answered AS (
-    UPDATE collection_idempotencykey k SET response = jsonb_build_object(
-        'ingestionId', %(ingestion_text)s, 'accepted', i.accepted,
-        'duplicates', i.duplicates, 'rejected', %(rejected)s::jsonb)
-    FROM ingestion i WHERE k.id = %(key_id)s
+""".rstrip()
+    + _TAIL_SQL
 )
-SELECT accepted, duplicates FROM ingestion
-"""
 _FROM_ONE = _ONE_SQL.format(usage_table=UsageCounterDelta._meta.db_table)
 _ONE_NAMES = ("record_id", "event_time", "type", "customer_id", "account_id", "payload")
 COPY_THRESHOLD = 100
