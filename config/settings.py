@@ -36,6 +36,7 @@ INSTALLED_APPS = [
     "parameters",
     "collection",
     "metering",
+    "streams",
 ]
 
 MIDDLEWARE = [

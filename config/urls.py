@@ -18,6 +18,7 @@ urlpatterns = [
     path("", include("parameters.api.urls")),
     path("", include("collection.api.urls")),
     path("", include("metering.api.urls")),
+    path("", include("streams.api.urls")),
 ]
 
 handler400 = "common.api.errors.handler400"

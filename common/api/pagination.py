@@ -12,7 +12,8 @@ DEFAULT_LIMIT = 20
 MAX_LIMIT = 100
 
 
-def _non_negative_int(request, name: str, default: int, maximum: int | None = None) -> int:
+def query_int(request, name: str, default: int, maximum: int | None = None) -> int:
+    """A whole-number query parameter of 0 or more (empty: the default), or a 400."""
     raw = request.query_params.get(name)
     if raw is None or raw == "":
         return default
@@ -38,8 +39,8 @@ class LimitSkipPagination(BasePagination):
     """The list key comes from the view's `list_key` (e.g. "meterTypes")."""
 
     def paginate_queryset(self, queryset, request, view=None) -> list[Any]:
-        self.limit = _non_negative_int(request, "limit", DEFAULT_LIMIT, MAX_LIMIT)
-        self.skip = _non_negative_int(request, "skip", 0)
+        self.limit = query_int(request, "limit", DEFAULT_LIMIT, MAX_LIMIT)
+        self.skip = query_int(request, "skip", 0)
         self.list_key = list_key_for(view)
         self.total = queryset.count()
         if self.limit == 0 or self.skip >= self.total:

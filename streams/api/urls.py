@@ -1,0 +1,27 @@
+from django.urls import path
+
+from streams.api.views import FunctionViewSet, SolutionViewSet, StreamViewSet
+
+BASE = "stream-management/v1"
+
+urlpatterns = [
+    path(f"{BASE}/streams", StreamViewSet.as_view({"get": "list"}), name="stream-list"),
+    path(
+        f"{BASE}/streams/import",
+        StreamViewSet.as_view({"post": "import_stream"}),
+        name="stream-import",
+    ),
+    path(f"{BASE}/streams/<str:pk>", StreamViewSet.as_view({"get": "retrieve"}), name="stream"),
+    path(
+        f"{BASE}/streams/<str:pk>/export",
+        StreamViewSet.as_view({"get": "export"}),
+        name="stream-export",
+    ),
+    path(
+        f"{BASE}/streams/<str:pk>/versions",
+        StreamViewSet.as_view({"get": "versions"}),
+        name="stream-versions",
+    ),
+    path(f"{BASE}/functions", FunctionViewSet.as_view({"get": "list"}), name="functions"),
+    path(f"{BASE}/solutions", SolutionViewSet.as_view({"get": "list"}), name="solutions"),
+]

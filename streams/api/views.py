@@ -1,0 +1,220 @@
+"""Stream management: /stream-management/v1/streams, …/functions and …/solutions."""
+
+from __future__ import annotations
+
+from django.http import Http404
+from drf_spectacular.types import OpenApiTypes
+from drf_spectacular.utils import OpenApiParameter, extend_schema
+from rest_framework import exceptions, mixins
+from rest_framework.decorators import action
+from rest_framework.request import Request
+from rest_framework.response import Response
+
+from common.api.pagination import MAX_LIMIT, query_int
+from streams import selectors, services
+from streams.api.serializers import (
+    FunctionSerializer,
+    SolutionSerializer,
+    StreamImportSerializer,
+)
+from streams.catalogue import catalogue_json
+from streams.models import Solution, Stream
+from tenants.api.base import OperatorViewSet
+
+READ, WRITE = "stream-management:read:streams", "stream-management:write:streams"
+# What the import endpoint takes at the most (larger: 413 before parsing).
+MAX_IMPORT_BYTES = 2 * 1024 * 1024
+DEFAULT_LIMIT = 20
+
+FIELDS = OpenApiParameter(
+    "fields",
+    str,
+    description="Comma-separated fields to return; a dot goes into objects and lists "
+    "(fields=name,nodes.name).",
+)
+TAG = OpenApiParameter("tag", str, description="A tagged version instead of the latest.")
+
+
+def _fields(request: Request) -> list[str] | None:
+    raw = request.query_params.get("fields")
+    return [field.strip() for field in raw.split(",") if field.strip()] if raw else None
+
+
+class StreamViewSet(OperatorViewSet):
+    """Streams in the reference product's export format."""
+
+    queryset = Stream.objects.select_related("solution")
+    pagination_class = None  # a cursor for the list; skip/limit for versions
+    required_scopes = {
+        "list": READ,
+        "retrieve": READ,
+        "export": READ,
+        "versions": READ,
+        "import_stream": WRITE,
+    }
+    rate_limit_group = "streams"
+    max_body_bytes = MAX_IMPORT_BYTES
+    extra_error_statuses = ["409"]
+
+    @extend_schema(
+        operation_id="streams_list",
+        parameters=[
+            OpenApiParameter("cursor", str, description="nextCursor of the previous page."),
+            OpenApiParameter("limit", int, description=f"At most {MAX_LIMIT}."),
+            OpenApiParameter("solutionId", str),
+            OpenApiParameter("name", str, description="The exact, case-sensitive name."),
+            FIELDS,
+        ],
+        responses={200: OpenApiTypes.OBJECT},
+    )
+    def list(self, request: Request) -> Response:
+        limit = query_int(request, "limit", DEFAULT_LIMIT, MAX_LIMIT)
+        streams = self.get_queryset()
+        if request.query_params.get("solutionId"):
+            streams = streams.filter(solution_id=_uuid(request.query_params["solutionId"]))
+        if request.query_params.get("name"):
+            streams = streams.filter(name=request.query_params["name"])
+        try:
+            streams = selectors.streams_after(streams, request.query_params.get("cursor"))
+        except selectors.BadCursor as exc:
+            raise exceptions.ValidationError({"cursor": [str(exc)]}) from None
+        page = list(streams[: limit + 1])
+        more, page = len(page) > limit, page[:limit]
+        fields = _fields(request)
+        documents = []
+        for stream in page:
+            document = selectors.stream_document(stream, selectors.stream_version(stream))
+            documents.append(selectors.project(document, fields) if fields else document)
+        next_cursor = selectors.cursor_encode(page[-1]) if more and page else None
+        return Response({"streams": documents, "nextCursor": next_cursor})
+
+    @extend_schema(operation_id="streams_get", parameters=[FIELDS, TAG])
+    def retrieve(self, request: Request, pk: str) -> Response:
+        stream = self.get_object()
+        document = selectors.stream_document(stream, self._version(stream))
+        fields = _fields(request)
+        return Response(selectors.project(document, fields) if fields else document)
+
+    @extend_schema(operation_id="streams_export", parameters=[TAG])
+    @action(detail=True, methods=["get"])
+    def export(self, request: Request, pk: str) -> Response:
+        """The stream's configuration in the export format, ready to import elsewhere."""
+        stream = self.get_object()
+        return Response(selectors.stream_config_with_keys(stream, self._version(stream)))
+
+    @extend_schema(
+        operation_id="streams_versions",
+        parameters=[
+            OpenApiParameter("skip", int),
+            OpenApiParameter("limit", int, description=f"At most {MAX_LIMIT}."),
+        ],
+        responses={200: OpenApiTypes.OBJECT},
+    )
+    @action(detail=True, methods=["get"])
+    def versions(self, request: Request, pk: str) -> Response:
+        """The stream's tagged versions, newest first."""
+        stream = self.get_object()
+        limit = query_int(request, "limit", DEFAULT_LIMIT, MAX_LIMIT)
+        skip = query_int(request, "skip", 0)
+        tagged = stream.versions.filter(is_latest=False).order_by("-created_at", "-id")
+        return Response(
+            {
+                "total": tagged.count(),
+                "versions": [
+                    {
+                        "tag": version.tag,
+                        "schemaVersion": version.schema_version,
+                        "createdAt": version.created_at,
+                        "createdBy": version.created_by,
+                    }
+                    for version in tagged[skip : skip + limit]
+                ],
+            }
+        )
+
+    @extend_schema(
+        operation_id="streams_import",
+        request=StreamImportSerializer,
+        responses={200: OpenApiTypes.OBJECT, 201: OpenApiTypes.OBJECT},
+    )
+    @action(detail=False, methods=["post"], url_path="import")
+    def import_stream(self, request: Request) -> Response:
+        """Import a stream configuration (create, overwrite, copy or skip by name)."""
+        serializer = StreamImportSerializer(data=request.data)
+        serializer.is_valid(raise_exception=True)
+        data = serializer.validated_data
+        solution = Solution.objects.filter(
+            operator=request.user.operator, pk=data["solution_id"]
+        ).first()
+        if solution is None:
+            raise Http404("No such solution.")
+        try:
+            result = services.stream_import(
+                operator=request.user.operator,
+                solution=solution,
+                config=data["stream_config"],
+                on_name_conflict=data.get("on_name_conflict", "overwrite"),
+                allow_node_deletion=data.get("allow_node_deletion", False),
+                actor=_actor(request),
+            )
+        except services.StreamConfigInvalid as exc:
+            raise exceptions.ValidationError(
+                {where: [message] for where, message in exc.problems}
+            ) from None
+        stream = result.stream
+        document = selectors.stream_document(stream, selectors.stream_version(stream))
+        status = 201 if result.action in ("created", "created-new") else 200
+        return Response(
+            {"importAction": result.action, "stream": document, "tag": result.tag},
+            status=status,
+        )
+
+    def _version(self, stream: Stream):
+        try:
+            return selectors.stream_version(stream, self.request.query_params.get("tag"))
+        except selectors.VersionNotFound as exc:
+            raise Http404(str(exc)) from None
+
+
+def _uuid(value: str):
+    import uuid
+
+    try:
+        return uuid.UUID(value)
+    except ValueError:
+        raise exceptions.ValidationError({"solutionId": ["Must be a UUID."]}) from None
+
+
+def _actor(request: Request) -> dict[str, str]:
+    """Who saved: the application behind the token."""
+    client = request.user
+    return {"type": "application", "id": client.client_id, "name": client.access.application.name}
+
+
+class SolutionViewSet(mixins.ListModelMixin, OperatorViewSet):
+    """Solutions: named groups of streams. Every operator has a default one."""
+
+    queryset = Solution.objects.all()
+    serializer_class = SolutionSerializer
+    list_key = "solutions"
+    sort_fields = {"name": "name", "createdAt": "created_at"}
+    default_sort = "createdAt"
+    required_scopes = {"list": READ}
+    rate_limit_group = "streams"
+
+    def list(self, request: Request) -> Response:
+        services.solution_default(operator=request.user.operator)
+        return super().list(request)
+
+
+class FunctionViewSet(OperatorViewSet):
+    """The functions a stream's nodes may use, with the JSON Schema of their params."""
+
+    serializer_class = FunctionSerializer
+    required_scopes = {"list": READ}
+    rate_limit_group = "streams"
+    pagination_class = None
+
+    @extend_schema(operation_id="functions_list", responses={200: OpenApiTypes.OBJECT})
+    def list(self, request: Request) -> Response:
+        return Response({"functions": catalogue_json()})

@@ -1,0 +1,301 @@
+"""Writes for solutions and streams: importing a stream configuration."""
+
+from __future__ import annotations
+
+import copy
+from dataclasses import dataclass
+from typing import Any
+
+from django.db import transaction
+from django.utils import timezone
+
+from collection.models import Collector
+from common.errors import ServiceConflict
+from streams.catalogue import FUNCTIONS, declared_outputs, params_problems
+from streams.models import Solution, Stream, StreamKey, StreamVersion
+from tenants.models import Operator
+
+MAX_NODES = 200
+ON_NAME_CONFLICT = ("overwrite", "create-new", "skip")
+# Node types that get a generated key, and which.
+KEYED_TYPES = {
+    "transforms/meter": StreamKey.Kind.METER_KEY,
+    "transforms/data_aggregate": StreamKey.Kind.STORE_ID,
+    "transforms/script_aggregate": StreamKey.Kind.STORE_ID,
+}
+# Shown on nodes by Tally, never taken from an import (an imported copy gets its own).
+GENERATED_NODE_KEYS = ("meterKey", "storeId")
+
+
+class StreamConfigInvalid(ValueError):
+    """A configuration that cannot be imported: (where, message) pairs, where naming the
+    node or edge ("nodes[3]", "edges[0]")."""
+
+    def __init__(self, problems: list[tuple[str, str]]) -> None:
+        super().__init__("; ".join(f"{where}: {message}" for where, message in problems))
+        self.problems = problems
+
+
+class StreamConflict(ServiceConflict):
+    """An import that would drop nodes without allowNodeDeletion, or reuse a tag (409)."""
+
+
+@dataclass(frozen=True)
+class ImportResult:
+    action: str  # created, overwritten, created-new, skipped
+    stream: Stream
+    tag: str | None
+
+
+def solution_default(*, operator: Operator) -> Solution:
+    """The operator's default solution, created on first use (safe against a race)."""
+    solution = Solution.objects.filter(operator=operator, is_default=True).first()
+    if solution is not None:
+        return solution
+    with transaction.atomic():
+        solution, _ = Solution.objects.get_or_create(
+            operator=operator, is_default=True, defaults={"name": Solution.DEFAULT_NAME}
+        )
+    return solution
+
+
+def stream_config_problems(*, operator: Operator, config: Any) -> list[tuple[str, str]]:
+    """Why `config` cannot be imported for this operator; empty when it can."""
+    if not isinstance(config, dict):
+        return [("streamConfig", "Must be a JSON object.")]
+    problems: list[tuple[str, str]] = []
+    name = config.get("name")
+    if not isinstance(name, str) or not name.strip() or len(name) > 200:
+        problems.append(("streamConfig.name", "Must be a name of 1 to 200 characters."))
+    nodes, edges = config.get("nodes"), config.get("edges", [])
+    if not isinstance(nodes, list):
+        return [*problems, ("streamConfig.nodes", "Must be a list of nodes.")]
+    if not isinstance(edges, list):
+        return [*problems, ("streamConfig.edges", "Must be a list of edges.")]
+    if len(nodes) > MAX_NODES:
+        return [*problems, ("streamConfig.nodes", f"At most {MAX_NODES} nodes.")]
+
+    by_id: dict[str, dict] = {}
+    for index, node in enumerate(nodes):
+        where = f"streamConfig.nodes[{index}]"
+        if not isinstance(node, dict) or not isinstance(node.get("id"), str) or not node["id"]:
+            problems.append((where, "Must be an object with a string id."))
+            continue
+        label = _label(node)
+        if node["id"] in by_id:
+            problems.append((where, f"{label}: another node has this id."))
+            continue
+        by_id[node["id"]] = node
+        node_type = node.get("type")
+        if node_type not in FUNCTIONS:
+            problems.append((where, f"{label}: unknown function type {node_type!r}."))
+            continue
+        for message in params_problems(node_type, node.get("params", {})):
+            problems.append((where, f"{label}: {message}"))
+    problems += _collector_problems(operator, nodes)
+
+    successors: dict[str, list[str]] = {node_id: [] for node_id in by_id}
+    for index, edge in enumerate(edges):
+        where = f"streamConfig.edges[{index}]"
+        if not isinstance(edge, dict):
+            problems.append((where, "Must be an object."))
+            continue
+        source, target = by_id.get(edge.get("from")), by_id.get(edge.get("to"))
+        if source is None or target is None:
+            missing = edge.get("from") if source is None else edge.get("to")
+            problems.append((where, f"Edge {edge.get('id', index)}: no node {missing!r}."))
+            continue
+        outputs = declared_outputs(source)
+        if outputs is not None and edge.get("output") not in outputs:
+            problems.append(
+                (
+                    where,
+                    f"Edge {edge.get('id', index)}: {_label(source)} has no output "
+                    f"{edge.get('output')!r}.",
+                )
+            )
+        successors[source["id"]].append(target["id"])
+    cycle = _cycle(successors)
+    if cycle:
+        names = " → ".join(_label(by_id[node_id]) for node_id in cycle)
+        problems.append(("streamConfig.edges", f"The edges form a cycle: {names}."))
+    return problems
+
+
+def _label(node: dict) -> str:
+    name = node.get("name")
+    return f"node {node.get('id')} ({name})" if name else f"node {node.get('id')}"
+
+
+def _collector_problems(operator: Operator, nodes: list) -> list[tuple[str, str]]:
+    wanted = {
+        index: node.get("params", {}).get("collectorId")
+        for index, node in enumerate(nodes)
+        if isinstance(node, dict)
+        and node.get("type") == "readers/online_collection"
+        and isinstance(node.get("params"), dict)
+    }
+    if not wanted:
+        return []
+    ids = {str(value) for value in wanted.values() if isinstance(value, str)}
+    own = {
+        str(pk)
+        for pk in Collector.objects.live()
+        .filter(operator=operator, pk__in=[i for i in ids if _is_uuid(i)])
+        .values_list("pk", flat=True)
+    }
+    return [
+        (f"streamConfig.nodes[{index}]", f"{_label(nodes[index])}: no such collector.")
+        for index, collector_id in wanted.items()
+        if str(collector_id) not in own
+    ]
+
+
+def _is_uuid(text: str) -> bool:
+    import uuid
+
+    try:
+        uuid.UUID(text)
+        return True
+    except ValueError:
+        return False
+
+
+def _cycle(successors: dict[str, list[str]]) -> list[str] | None:
+    """The nodes of one cycle, in order, or None (iterative depth-first search)."""
+    state: dict[str, int] = {}  # 1: on the current path, 2: done
+    for start in successors:
+        if start in state:
+            continue
+        path, stack = [], [(start, iter(successors[start]))]
+        state[start] = 1
+        path.append(start)
+        while stack:
+            node, children = stack[-1]
+            for child in children:
+                if state.get(child) == 1:
+                    return path[path.index(child) :]
+                if child not in state:
+                    state[child] = 1
+                    path.append(child)
+                    stack.append((child, iter(successors[child])))
+                    break
+            else:
+                stack.pop()
+                state[node] = 2
+                path.pop()
+    return None
+
+
+def stream_import(
+    *,
+    operator: Operator,
+    solution: Solution,
+    config: Any,
+    on_name_conflict: str = "overwrite",
+    allow_node_deletion: bool = False,
+    actor: dict[str, str],
+) -> ImportResult:
+    """Import a stream configuration into a solution.
+
+    1. Validate it (StreamConfigInvalid names every problem); generated node keys in it
+       are dropped (a copy gets keys of its own).
+    2. A stream of that name in the solution: `skip` returns it; `create-new` imports a
+       copy named "<name> (Copy)", "(Copy 2)"…; `overwrite` replaces its latest version,
+       refusing (StreamConflict) to drop node ids unless `allow_node_deletion`.
+    3. The latest version is saved; with a `tag` also a tagged snapshot (a tag used
+       before on the stream is a StreamConflict); `cas` goes up by one.
+    """
+    problems = stream_config_problems(operator=operator, config=config)
+    if problems:
+        raise StreamConfigInvalid(problems)
+    clean = copy.deepcopy(config)
+    for node in clean["nodes"]:
+        for key in GENERATED_NODE_KEYS:
+            node.pop(key, None)
+    tag = clean.get("tag") or None
+    now = timezone.now()
+    with transaction.atomic():
+        # One import at a time per solution: names are checked and taken safely.
+        Solution.objects.select_for_update().filter(pk=solution.pk).first()
+        existing = Stream.objects.filter(solution=solution, name=clean["name"]).first()
+        if existing is not None and on_name_conflict == "skip":
+            return ImportResult("skipped", existing, None)
+        if existing is not None and on_name_conflict == "overwrite":
+            _overwrite(existing, clean, tag, allow_node_deletion, actor, now)
+            return ImportResult("overwritten", existing, tag)
+        action = "created"
+        if existing is not None:
+            clean["name"] = _free_copy_name(solution, clean["name"])
+            action = "created-new"
+        stream = Stream.objects.create(
+            operator=operator,
+            solution=solution,
+            name=clean["name"],
+            description=_description(clean),
+            created_by=actor,
+            updated_by=actor,
+            created_at=now,
+            updated_at=now,
+        )
+        _save_versions(stream, clean, tag, actor, now)
+        _keys_ensure(stream, clean["nodes"])
+    return ImportResult(action, stream, tag)
+
+
+def _overwrite(stream, config, tag, allow_node_deletion, actor, now) -> None:
+    latest = stream.versions.filter(is_latest=True).first()
+    old_ids = {node.get("id") for node in (latest.config["nodes"] if latest else [])}
+    dropped = sorted(old_ids - {node["id"] for node in config["nodes"]})
+    if dropped and not allow_node_deletion:
+        raise StreamConflict(
+            "The import would delete these nodes (send allowNodeDeletion: true to allow "
+            f"it): {', '.join(dropped)}."
+        )
+    stream.description = _description(config)
+    stream.cas += 1
+    stream.updated_by = actor
+    stream.updated_at = now
+    stream.save(update_fields=["description", "cas", "updated_by", "updated_at"])
+    _save_versions(stream, config, tag, actor, now)
+    _keys_ensure(stream, config["nodes"])
+
+
+def _save_versions(stream, config, tag, actor, now) -> None:
+    if tag and stream.versions.filter(is_latest=False, tag=tag).exists():
+        raise StreamConflict(f"The stream already has a version tagged {tag!r}.")
+    StreamVersion.objects.update_or_create(
+        stream=stream,
+        is_latest=True,
+        defaults={"config": config, "tag": tag or "", "created_by": actor, "created_at": now},
+    )
+    if tag:
+        StreamVersion.objects.create(
+            stream=stream, tag=tag, config=config, created_by=actor, created_at=now
+        )
+
+
+def _keys_ensure(stream: Stream, nodes: list[dict]) -> None:
+    wanted = [
+        StreamKey(stream=stream, node_id=node["id"], kind=KEYED_TYPES[node["type"]])
+        for node in nodes
+        if node.get("type") in KEYED_TYPES
+    ]
+    StreamKey.objects.bulk_create(wanted, ignore_conflicts=True)
+
+
+def _free_copy_name(solution: Solution, name: str) -> str:
+    taken = set(
+        Stream.objects.filter(solution=solution, name__startswith=name).values_list(
+            "name", flat=True
+        )
+    )
+    candidate, number = f"{name} (Copy)", 2
+    while candidate in taken:
+        candidate, number = f"{name} (Copy {number})", number + 1
+    return candidate
+
+
+def _description(config: dict) -> str:
+    description = config.get("description")
+    return description if isinstance(description, str) else ""
