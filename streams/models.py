@@ -59,6 +59,8 @@ class Stream(models.Model):
         max_length=16, choices=ProcessingType.choices, default=ProcessingType.REALTIME
     )
     enabled = models.BooleanField(default=False)
+    # For batch streams: when they run, a 5-field cron line in UTC ("" : on demand only).
+    schedule = models.CharField(max_length=120, blank=True, default="")
     # Compare-and-set counter: goes up by one on every save of the stream.
     cas = models.PositiveIntegerField(default=1)
     created_by = _config_field(default=dict)
@@ -118,15 +120,24 @@ class StreamKey(models.Model):
         METER_KEY = "meterKey"
         STORE_ID = "storeId"
 
+    class Resource(models.TextChoices):
+        """What the key names, as `resourceRefs` spell it."""
+
+        METER_KEY = "meterKey"
+        DATA_AGGREGATION_STORE = "dataAggregationStore"
+        SCRIPT_AGGREGATION_STORE = "scriptAggregationStore"
+
     stream = models.ForeignKey(Stream, on_delete=models.CASCADE, related_name="keys")
     node_id = models.CharField(max_length=100)
     kind = models.CharField(max_length=16, choices=Kind.choices)
+    resource = models.CharField(max_length=32, choices=Resource.choices)
     value = models.UUIDField(default=uuid.uuid4)
 
     class Meta:
         constraints = [
             models.UniqueConstraint(fields=["stream", "node_id", "kind"], name="streamkey_unique"),
         ]
+        indexes = [models.Index(fields=["resource", "value"], name="streamkey_resource_idx")]
 
     def __str__(self) -> str:
         return f"{self.kind} {self.value}"

@@ -61,6 +61,7 @@ def stream_document(stream: Stream, version: StreamVersion) -> dict[str, Any]:
         "description": stream.description,
         "processingType": stream.processing_type,
         "enabled": stream.enabled,
+        "schedule": stream.schedule or None,
         "schemaVersion": version.schema_version or SCHEMA_VERSION,
         "tag": version.tag or None,
         "cas": stream.cas,
@@ -120,3 +121,68 @@ def streams_after(queryset: QuerySet, cursor: str | None) -> QuerySet:
     return queryset.filter(
         Q(created_at__gt=created_at) | Q(created_at=created_at, id__gt=stream_id)
     )
+
+
+RESOURCE_TYPES = ("onlineCollector", "meterKey", "scriptAggregationStore", "dataAggregationStore")
+
+
+class BadResourceRef(ValueError):
+    """A resourceRefs value that is not `<type>:<id>` (or `<type>:*`)."""
+
+
+def resource_refs_parse(values: list[str]) -> list[tuple[str, uuid.UUID | None]]:
+    """(type, id) pairs from `resourceRefs` values; id None for `*` (any)."""
+    refs = []
+    for value in values:
+        kind, _, ident = value.partition(":")
+        if kind not in RESOURCE_TYPES or not ident:
+            raise BadResourceRef(
+                f"Each resourceRefs value is <type>:<id> or <type>:*, with type one of "
+                f"{', '.join(RESOURCE_TYPES)}."
+            )
+        if ident == "*":
+            refs.append((kind, None))
+            continue
+        try:
+            refs.append((kind, uuid.UUID(ident)))
+        except ValueError:
+            raise BadResourceRef(f"The id in a {kind} reference must be a UUID or *.") from None
+    return refs
+
+
+def _collector_node(collector_id: uuid.UUID | None) -> list[dict]:
+    node: dict[str, Any] = {"type": "readers/online_collection"}
+    if collector_id is not None:
+        node["params"] = {"collectorId": str(collector_id)}
+    return [node]
+
+
+def streams_referencing(queryset: QuerySet, refs: list[tuple[str, uuid.UUID | None]]):
+    """The streams whose latest version uses any of these resources (OR)."""
+    condition = Q()
+    for kind, ident in refs:
+        if kind == "onlineCollector":
+            condition |= Q(
+                versions__is_latest=True,
+                versions__config__nodes__contains=_collector_node(ident),
+            )
+        else:
+            key = Q(keys__resource=kind)
+            condition |= key & Q(keys__value=ident) if ident is not None else key
+    return queryset.filter(condition).distinct()
+
+
+def versions_referencing(stream: Stream, versions: QuerySet, refs) -> QuerySet:
+    """The versions of a stream that use any of these resources (OR): a collector in
+    their configuration, or a node that holds a matching generated key."""
+    condition = Q(pk__in=[])
+    for kind, ident in refs:
+        if kind == "onlineCollector":
+            condition |= Q(config__nodes__contains=_collector_node(ident))
+            continue
+        keys = StreamKey.objects.filter(stream=stream, resource=kind)
+        if ident is not None:
+            keys = keys.filter(value=ident)
+        for node_id in keys.values_list("node_id", flat=True):
+            condition |= Q(config__nodes__contains=[{"id": node_id}])
+    return versions.filter(condition)

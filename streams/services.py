@@ -17,11 +17,17 @@ from tenants.models import Operator
 
 MAX_NODES = 200
 ON_NAME_CONFLICT = ("overwrite", "create-new", "skip")
-# Node types that get a generated key, and which.
+# Node types that get a generated key: which key, and what it names.
 KEYED_TYPES = {
-    "transforms/meter": StreamKey.Kind.METER_KEY,
-    "transforms/data_aggregate": StreamKey.Kind.STORE_ID,
-    "transforms/script_aggregate": StreamKey.Kind.STORE_ID,
+    "transforms/meter": (StreamKey.Kind.METER_KEY, StreamKey.Resource.METER_KEY),
+    "transforms/data_aggregate": (
+        StreamKey.Kind.STORE_ID,
+        StreamKey.Resource.DATA_AGGREGATION_STORE,
+    ),
+    "transforms/script_aggregate": (
+        StreamKey.Kind.STORE_ID,
+        StreamKey.Resource.SCRIPT_AGGREGATION_STORE,
+    ),
 }
 # Shown on nodes by Tally, never taken from an import (an imported copy gets its own).
 GENERATED_NODE_KEYS = ("meterKey", "storeId")
@@ -277,7 +283,12 @@ def _save_versions(stream, config, tag, actor, now) -> None:
 
 def _keys_ensure(stream: Stream, nodes: list[dict]) -> None:
     wanted = [
-        StreamKey(stream=stream, node_id=node["id"], kind=KEYED_TYPES[node["type"]])
+        StreamKey(
+            stream=stream,
+            node_id=node["id"],
+            kind=KEYED_TYPES[node["type"]][0],
+            resource=KEYED_TYPES[node["type"]][1],
+        )
         for node in nodes
         if node.get("type") in KEYED_TYPES
     ]
@@ -299,3 +310,35 @@ def _free_copy_name(solution: Solution, name: str) -> str:
 def _description(config: dict) -> str:
     description = config.get("description")
     return description if isinstance(description, str) else ""
+
+
+# Node types the stream runtime can run. Until the runtime exists, none: a stream can be
+# imported, exported and configured, but not enabled.
+RUNNABLE_TYPES: frozenset[str] = frozenset()
+
+
+def stream_update(*, stream: Stream, actor: dict[str, str], **fields) -> Stream:
+    """Change a stream's settings: `enabled`, `processing_type`, `description`,
+    `schedule` (batch streams only). Enabling a stream with a node that cannot run yet
+    is a StreamConflict naming the nodes."""
+    processing_type = fields.get("processing_type", stream.processing_type)
+    if fields.get("schedule") and processing_type != Stream.ProcessingType.BATCH:
+        raise StreamConflict("Only batch streams run on a schedule.")
+    if fields.get("enabled"):
+        latest = stream.versions.filter(is_latest=True).first()
+        idle = [
+            _label(node)
+            for node in (latest.config["nodes"] if latest else [])
+            if node.get("type") not in RUNNABLE_TYPES
+        ]
+        if idle:
+            raise StreamConflict(f"These nodes cannot run yet: {', '.join(idle)}.")
+    for name, value in fields.items():
+        setattr(stream, name, value)
+    if processing_type != Stream.ProcessingType.BATCH:
+        stream.schedule = ""
+    stream.cas += 1
+    stream.updated_by = actor
+    stream.updated_at = timezone.now()
+    stream.save()
+    return stream

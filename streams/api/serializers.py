@@ -3,7 +3,8 @@ from __future__ import annotations
 from rest_framework import serializers
 
 from common.api.serializers import StrictCharField, TallyModelSerializer, TallySerializer
-from streams.models import Solution
+from metering.schedule import cron_problem
+from streams.models import Solution, Stream
 from streams.services import ON_NAME_CONFLICT
 
 
@@ -34,3 +35,27 @@ class FunctionSerializer(TallySerializer):
     type = serializers.CharField()
     kind = serializers.CharField()
     description = serializers.CharField()
+
+
+class StreamUpdateSerializer(TallySerializer):
+    enabled = serializers.BooleanField(required=False)
+    processing_type = serializers.ChoiceField(choices=Stream.ProcessingType.values, required=False)
+    description = StrictCharField(required=False, allow_blank=True, max_length=2000)
+    schedule = StrictCharField(required=False, allow_blank=True, max_length=120)
+
+    def validate_enabled(self, value):
+        if not isinstance(self.initial_data.get("enabled"), bool):
+            raise serializers.ValidationError("Must be true or false.")
+        return value
+
+    def validate_schedule(self, value: str) -> str:
+        if value:
+            problem = cron_problem(value)
+            if problem:
+                raise serializers.ValidationError(problem)
+        return " ".join(value.split())
+
+    def validate(self, attrs):
+        if not attrs:
+            raise serializers.ValidationError("Send at least one field to change.")
+        return attrs

@@ -11,7 +11,11 @@ urlpatterns = [
         StreamViewSet.as_view({"post": "import_stream"}),
         name="stream-import",
     ),
-    path(f"{BASE}/streams/<str:pk>", StreamViewSet.as_view({"get": "retrieve"}), name="stream"),
+    path(
+        f"{BASE}/streams/<str:pk>",
+        StreamViewSet.as_view({"get": "retrieve", "patch": "partial_update"}),
+        name="stream",
+    ),
     path(
         f"{BASE}/streams/<str:pk>/export",
         StreamViewSet.as_view({"get": "export"}),

@@ -16,6 +16,7 @@ from streams.api.serializers import (
     FunctionSerializer,
     SolutionSerializer,
     StreamImportSerializer,
+    StreamUpdateSerializer,
 )
 from streams.catalogue import catalogue_json
 from streams.models import Solution, Stream
@@ -33,6 +34,13 @@ FIELDS = OpenApiParameter(
     "(fields=name,nodes.name).",
 )
 TAG = OpenApiParameter("tag", str, description="A tagged version instead of the latest.")
+RESOURCE_REFS = OpenApiParameter(
+    "resourceRefs",
+    str,
+    many=True,
+    description="Repeatable, any of them (OR): onlineCollector:<id>, meterKey:<key>, "
+    "scriptAggregationStore:<id>, dataAggregationStore:<id>; * for any id.",
+)
 
 
 def _fields(request: Request) -> list[str] | None:
@@ -51,6 +59,7 @@ class StreamViewSet(OperatorViewSet):
         "export": READ,
         "versions": READ,
         "import_stream": WRITE,
+        "partial_update": WRITE,
     }
     rate_limit_group = "streams"
     max_body_bytes = MAX_IMPORT_BYTES
@@ -63,6 +72,7 @@ class StreamViewSet(OperatorViewSet):
             OpenApiParameter("limit", int, description=f"At most {MAX_LIMIT}."),
             OpenApiParameter("solutionId", str),
             OpenApiParameter("name", str, description="The exact, case-sensitive name."),
+            RESOURCE_REFS,
             FIELDS,
         ],
         responses={200: OpenApiTypes.OBJECT},
@@ -74,6 +84,9 @@ class StreamViewSet(OperatorViewSet):
             streams = streams.filter(solution_id=_uuid(request.query_params["solutionId"]))
         if request.query_params.get("name"):
             streams = streams.filter(name=request.query_params["name"])
+        refs = _resource_refs(request)
+        if refs:
+            streams = selectors.streams_referencing(streams, refs)
         try:
             streams = selectors.streams_after(streams, request.query_params.get("cursor"))
         except selectors.BadCursor as exc:
@@ -95,6 +108,19 @@ class StreamViewSet(OperatorViewSet):
         fields = _fields(request)
         return Response(selectors.project(document, fields) if fields else document)
 
+    @extend_schema(
+        operation_id="streams_update",
+        request=StreamUpdateSerializer,
+        responses={200: OpenApiTypes.OBJECT},
+    )
+    def partial_update(self, request: Request, pk: str) -> Response:
+        """Tally's extension: enable or disable, processing type, description, schedule."""
+        stream = self.get_object()
+        serializer = StreamUpdateSerializer(data=request.data)
+        serializer.is_valid(raise_exception=True)
+        services.stream_update(stream=stream, actor=_actor(request), **serializer.validated_data)
+        return Response(selectors.stream_document(stream, selectors.stream_version(stream)))
+
     @extend_schema(operation_id="streams_export", parameters=[TAG])
     @action(detail=True, methods=["get"])
     def export(self, request: Request, pk: str) -> Response:
@@ -107,6 +133,7 @@ class StreamViewSet(OperatorViewSet):
         parameters=[
             OpenApiParameter("skip", int),
             OpenApiParameter("limit", int, description=f"At most {MAX_LIMIT}."),
+            RESOURCE_REFS,
         ],
         responses={200: OpenApiTypes.OBJECT},
     )
@@ -117,6 +144,9 @@ class StreamViewSet(OperatorViewSet):
         limit = query_int(request, "limit", DEFAULT_LIMIT, MAX_LIMIT)
         skip = query_int(request, "skip", 0)
         tagged = stream.versions.filter(is_latest=False).order_by("-created_at", "-id")
+        refs = _resource_refs(request)
+        if refs:
+            tagged = selectors.versions_referencing(stream, tagged, refs)
         return Response(
             {
                 "total": tagged.count(),
@@ -174,6 +204,13 @@ class StreamViewSet(OperatorViewSet):
             return selectors.stream_version(stream, self.request.query_params.get("tag"))
         except selectors.VersionNotFound as exc:
             raise Http404(str(exc)) from None
+
+
+def _resource_refs(request: Request) -> list:
+    try:
+        return selectors.resource_refs_parse(request.query_params.getlist("resourceRefs"))
+    except selectors.BadResourceRef as exc:
+        raise exceptions.ValidationError({"resourceRefs": [str(exc)]}) from None
 
 
 def _uuid(value: str):

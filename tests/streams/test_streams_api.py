@@ -292,3 +292,68 @@ def test_the_catalogue_describes_every_type_the_fixtures_use(client):
     assert "readers/online_collection" in functions
     for entry in functions.values():
         assert entry["description"] and isinstance(entry["paramsSchema"], dict)
+
+
+def test_resource_refs_find_streams_by_what_they_use(client, solution_id, acme, globex, api_client):
+    collector = CollectorFactory(operator=acme.operator)
+    reader = config(
+        [node("r", "readers/online_collection", collectorId=str(collector.pk))], name="Reads"
+    )
+    reads = import_stream(client, solution_id, reader).json()["stream"]
+    metered = import_stream(
+        client, solution_id, fixture("printing-as-a-service-with-metering.json")
+    ).json()["stream"]
+    aggregated = import_stream(
+        client, solution_id, fixture("cultflicks-video-streaming.json")
+    ).json()["stream"]
+    import_stream(client, solution_id, fixture("purge-meters.json"))
+    meter_key = next(n["meterKey"] for n in metered["nodes"] if "meterKey" in n)
+
+    def names(*refs) -> set[str]:
+        response = client.get(f"{BASE}/streams", {"resourceRefs": list(refs), "fields": "name"})
+        assert response.status_code == 200, response.content
+        return {s["name"] for s in response.json()["streams"]}
+
+    assert names(f"onlineCollector:{collector.pk}") == {reads["name"]}
+    assert names("onlineCollector:*") == {reads["name"]}
+    assert names(f"meterKey:{meter_key}") == {metered["name"]}
+    assert names("meterKey:*", "dataAggregationStore:*") == {metered["name"], aggregated["name"]}
+    assert names("scriptAggregationStore:*") == set()
+    for bad in ("meterKey", "color:*", "meterKey:nope", ":*"):
+        assert_error_body(client.get(f"{BASE}/streams", {"resourceRefs": bad}), 400)
+    # Another operator's references find nothing of acme's.
+    other = api_client(globex.token)
+    assert (
+        other.get(f"{BASE}/streams", {"resourceRefs": f"meterKey:{meter_key}"}).json()["streams"]
+        == []
+    )
+
+    versions = client.get(
+        f"{BASE}/streams/{metered['id']}/versions", {"resourceRefs": f"meterKey:{meter_key}"}
+    )
+    assert versions.json() == {"total": 0, "versions": []}  # no tagged version yet
+
+
+def test_patch_changes_settings_and_refuses_to_enable_what_cannot_run(client, solution_id):
+    stream = import_stream(client, solution_id, fixture("purge-meters.json")).json()["stream"]
+    url = f"{BASE}/streams/{stream['id']}"
+    changed = client.patch(url, {"processingType": "batch", "schedule": "0 * * * *"})
+    assert changed.status_code == 200, changed.content
+    body = changed.json()
+    assert (body["processingType"], body["schedule"], body["cas"]) == ("batch", "0 * * * *", 2)
+
+    refused = assert_error_body(client.patch(url, {"enabled": True}), 409)
+    assert "cannot run yet" in refused["message"]
+    assert client.get(url).json()["enabled"] is False
+    for bad, field in [
+        ({"schedule": "61 * * * *"}, "schedule"),
+        ({"enabled": "yes"}, "enabled"),
+        ({"processingType": "sometimes"}, "processingType"),
+        ({"cas": 9}, "cas"),
+    ]:
+        error = assert_error_body(client.patch(url, bad), 400)
+        assert error["details"][0]["field"] == field
+    assert_error_body(client.patch(url, {}), 400)
+    realtime = client.patch(url, {"processingType": "realtime"}).json()
+    assert realtime["schedule"] is None  # a realtime stream has no schedule
+    assert_error_body(client.patch(url, {"schedule": "0 0 * * *"}), 409)
