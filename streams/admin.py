@@ -1,11 +1,16 @@
 from __future__ import annotations
 
-from django.contrib import admin
-from django.http import HttpResponse
-from django.urls import reverse
-from django.utils.html import format_html
+from django import forms
+from django.contrib import admin, messages
+from django.http import HttpResponse, HttpResponseRedirect
+from django.template.response import TemplateResponse
+from django.urls import path, reverse
+from django.utils.html import format_html, format_html_join
+from django.utils.safestring import mark_safe
 
-from common.json import dumps, dumps_pretty
+from common.json import InvalidJSON, dumps, dumps_pretty, loads
+from streams import services
+from streams.diagram import stream_svg
 from streams.models import Solution, Stream, StreamKey, StreamVersion
 from streams.selectors import stream_config_with_keys, stream_version
 
@@ -75,6 +80,8 @@ class StreamAdmin(admin.ModelAdmin):
         "created_at",
         "updated_at",
         "export_link",
+        "diagram",
+        "node_params",
         "latest_configuration",
     ]
     readonly_fields = fields
@@ -85,17 +92,90 @@ class StreamAdmin(admin.ModelAdmin):
         return False
 
     def has_change_permission(self, request, obj=None) -> bool:
-        return request.method in ("GET", "HEAD") and super().has_view_permission(request, obj)
+        return False  # read-only here: streams change by importing them
 
     @admin.display(description="export")
     def export_link(self, obj: Stream) -> str:
         url = reverse("admin:streams_stream_changelist") + f"?id__exact={obj.pk}"
         return format_html('<a href="{}">select it on the list, then "Download exports"</a>', url)
 
+    @admin.display(description="diagram")
+    def diagram(self, obj: Stream) -> str:
+        # stream_svg escapes every text it draws.
+        return mark_safe(stream_svg(stream_version(obj).config))  # noqa: S308
+
+    @admin.display(description="nodes")
+    def node_params(self, obj: Stream) -> str:
+        config = stream_config_with_keys(obj, stream_version(obj))
+        rows = format_html_join(
+            "",
+            "<tr><td><code>{}</code></td><td>{}</td><td>{}</td><td><pre>{}</pre></td></tr>",
+            (
+                (
+                    node.get("id"),
+                    node.get("name", ""),
+                    node.get("type"),
+                    dumps_pretty(node.get("params", {})),
+                )
+                for node in config.get("nodes", [])
+            ),
+        )
+        return format_html(
+            "<table><thead><tr><th>id</th><th>name</th><th>type</th><th>params</th></tr>"
+            "</thead><tbody>{}</tbody></table>",
+            rows,
+        )
+
     @admin.display(description="latest configuration")
     def latest_configuration(self, obj: Stream) -> str:
         config = stream_config_with_keys(obj, stream_version(obj))
         return format_html("<pre>{}</pre>", dumps_pretty(config))
+
+    def get_urls(self):
+        own = [
+            path(
+                "import/",
+                self.admin_site.admin_view(self.import_view),
+                name="streams_stream_import",
+            )
+        ]
+        return own + super().get_urls()
+
+    def changelist_view(self, request, extra_context=None):
+        extra = {"import_url": reverse("admin:streams_stream_import"), **(extra_context or {})}
+        return super().changelist_view(request, extra)
+
+    def import_view(self, request):
+        """Import a stream from an uploaded export file, as the API's import does."""
+        form = StreamImportForm(request.POST or None, request.FILES or None)
+        if request.method == "POST" and form.is_valid():
+            data = form.cleaned_data
+            user = request.user
+            try:
+                result = services.stream_import(
+                    operator=data["solution"].operator,
+                    solution=data["solution"],
+                    config=data["file"],
+                    on_name_conflict=data["on_name_conflict"],
+                    allow_node_deletion=data["allow_node_deletion"],
+                    actor={"type": "user", "id": str(user.pk), "name": user.get_username()},
+                )
+            except services.StreamConfigInvalid as exc:
+                for where, message in exc.problems:
+                    form.add_error(None, f"{where}: {message}")
+            except services.StreamConflict as exc:
+                form.add_error(None, str(exc))
+            else:
+                messages.success(request, f"Stream {result.stream.name!r}: {result.action}.")
+                change = reverse("admin:streams_stream_change", args=[result.stream.pk])
+                return HttpResponseRedirect(change)
+        context = {
+            **self.admin_site.each_context(request),
+            "title": "Import a stream",
+            "form": form,
+            "opts": self.model._meta,
+        }
+        return TemplateResponse(request, "admin/streams/stream/import.html", context)
 
     @admin.action(description="Download exports (JSON)")
     def download_exports(self, request, queryset) -> HttpResponse:
@@ -106,3 +186,21 @@ class StreamAdmin(admin.ModelAdmin):
         response = HttpResponse(body, content_type="application/json")
         response["Content-Disposition"] = f'attachment; filename="{name}.json"'
         return response
+
+
+class StreamImportForm(forms.Form):
+    solution = forms.ModelChoiceField(queryset=Solution.objects.select_related("operator"))
+    file = forms.FileField(help_text="A stream export file (JSON), at most 2 MB.")
+    on_name_conflict = forms.ChoiceField(
+        choices=[(value, value) for value in services.ON_NAME_CONFLICT], initial="overwrite"
+    )
+    allow_node_deletion = forms.BooleanField(required=False)
+
+    def clean_file(self):
+        upload = self.cleaned_data["file"]
+        if upload.size > 2 * 1024 * 1024:
+            raise forms.ValidationError("The file is larger than 2 MB.")
+        try:
+            return loads(upload.read())
+        except InvalidJSON as exc:
+            raise forms.ValidationError(f"Not a stream export: {exc.message}") from None
