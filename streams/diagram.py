@@ -38,7 +38,8 @@ def stream_svg(config: dict[str, Any]) -> str:
 
     parts = [
         f'<svg xmlns="http://www.w3.org/2000/svg" class="stream-diagram" '
-        f'viewBox="{left:g} {top:g} {width:g} {height:g}" width="{min(width, 1400):g}" '
+        f'viewBox="{left:g} {top:g} {width:g} {height:g}" width="100%" '
+        f'style="max-width: {width:g}px; height: auto" '
         f'font-family="sans-serif" font-size="12">',
         '<defs><marker id="arrow" viewBox="0 0 10 10" refX="10" refY="5" markerWidth="7" '
         'markerHeight="7" orient="auto-start-reverse"><path d="M 0 0 L 10 5 L 0 10 z" '
