@@ -357,3 +357,29 @@ def test_patch_changes_settings_and_refuses_to_enable_what_cannot_run(client, so
     realtime = client.patch(url, {"processingType": "realtime"}).json()
     assert realtime["schedule"] is None  # a realtime stream has no schedule
     assert_error_body(client.patch(url, {"schedule": "0 0 * * *"}), 409)
+
+
+@pytest.mark.parametrize("name", FIXTURE_FILES)
+def test_each_reference_export_reimports_with_each_conflict_mode_and_a_tag(
+    client, solution_id, name
+):
+    original = fixture(name)
+    first = import_stream(client, solution_id, original).json()["stream"]
+    modes = {
+        mode: import_stream(client, solution_id, original, onNameConflict=mode).json()
+        for mode in ("skip", "create-new", "overwrite")
+    }
+    assert modes["skip"]["stream"]["id"] == first["id"]
+    assert modes["create-new"]["stream"]["name"] == f"{original['name']} (Copy)"
+    assert modes["overwrite"]["importAction"] == "overwritten"
+    assert modes["overwrite"]["stream"]["cas"] == 2
+
+    tagged = import_stream(client, solution_id, {**original, "tag": "v1"}).json()
+    assert (tagged["tag"], tagged["stream"]["cas"]) == ("v1", 3)
+    exported = client.get(f"{BASE}/streams/{first['id']}/export", {"tag": "v1"}).json()
+    assert without_generated(exported) == {**original, "tag": "v1"}
+    copy_export = client.get(f"{BASE}/streams/{modes['create-new']['stream']['id']}/export")
+    assert without_generated(copy_export.json()) == {
+        **original,
+        "name": f"{original['name']} (Copy)",
+    }
