@@ -383,3 +383,36 @@ def test_each_reference_export_reimports_with_each_conflict_mode_and_a_tag(
         **original,
         "name": f"{original['name']} (Copy)",
     }
+
+
+@pytest.mark.parametrize(
+    ("body", "field"),
+    [
+        ({"streamConfig": {"name": "x", "nodes": []}}, "solutionId"),
+        ({"solutionId": "nope", "streamConfig": {"name": "x", "nodes": []}}, "solutionId"),
+        ({"solutionId": "{solution}"}, "streamConfig"),
+        (
+            {"solutionId": "{solution}", "streamConfig": {}, "onNameConflict": "merge"},
+            "onNameConflict",
+        ),
+        (
+            {"solutionId": "{solution}", "streamConfig": {}, "allowNodeDeletion": "yes"},
+            "allowNodeDeletion",
+        ),
+        ({"solutionId": "{solution}", "streamConfig": {}, "color": "blue"}, "color"),
+    ],
+)
+def test_bad_import_requests_are_400_naming_the_field(client, solution_id, body, field):
+    body = {
+        key: (value.format(solution=solution_id) if isinstance(value, str) else value)
+        for key, value in body.items()
+    }
+    error = assert_error_body(client.post(f"{BASE}/streams/import", body), 400)
+    assert field in {detail["field"] for detail in error["details"]}, error
+
+
+def test_bad_list_queries_are_400(client, solution_id):
+    for params, field in [({"solutionId": "nope"}, "solutionId"), ({"limit": "101"}, "limit")]:
+        error = assert_error_body(client.get(f"{BASE}/streams", params), 400)
+        assert error["details"][0]["field"] == field
+    assert_error_body(client.get(f"{BASE}/streams/not-a-uuid"), 404)
