@@ -86,6 +86,8 @@ class StreamVersion(models.Model):
     tagged snapshot (tag unique per stream)."""
 
     id = models.UUIDField(primary_key=True, default=uuid.uuid4, editable=False)
+    # The stream's operator, kept on every row so the tables can be distributed by tenant.
+    operator = models.ForeignKey(Operator, on_delete=models.CASCADE, related_name="+")
     stream = models.ForeignKey(Stream, on_delete=models.CASCADE, related_name="versions")
     is_latest = models.BooleanField(default=False)
     tag = models.CharField(max_length=100, blank=True, default="")
@@ -106,6 +108,7 @@ class StreamVersion(models.Model):
                 name="streamversion_unique_tag",
             ),
         ]
+        indexes = [models.Index(fields=["operator", "stream"], name="streamversion_stream_idx")]
         ordering = ["-created_at"]
 
     def __str__(self) -> str:
@@ -127,6 +130,7 @@ class StreamKey(models.Model):
         DATA_AGGREGATION_STORE = "dataAggregationStore"
         SCRIPT_AGGREGATION_STORE = "scriptAggregationStore"
 
+    operator = models.ForeignKey(Operator, on_delete=models.CASCADE, related_name="+")
     stream = models.ForeignKey(Stream, on_delete=models.CASCADE, related_name="keys")
     node_id = models.CharField(max_length=100)
     kind = models.CharField(max_length=16, choices=Kind.choices)
@@ -137,7 +141,9 @@ class StreamKey(models.Model):
         constraints = [
             models.UniqueConstraint(fields=["stream", "node_id", "kind"], name="streamkey_unique"),
         ]
-        indexes = [models.Index(fields=["resource", "value"], name="streamkey_resource_idx")]
+        indexes = [
+            models.Index(fields=["operator", "resource", "value"], name="streamkey_resource_idx")
+        ]
 
     def __str__(self) -> str:
         return f"{self.kind} {self.value}"

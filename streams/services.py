@@ -273,17 +273,29 @@ def _save_versions(stream, config, tag, actor, now) -> None:
     StreamVersion.objects.update_or_create(
         stream=stream,
         is_latest=True,
-        defaults={"config": config, "tag": tag or "", "created_by": actor, "created_at": now},
+        defaults={
+            "operator_id": stream.operator_id,
+            "config": config,
+            "tag": tag or "",
+            "created_by": actor,
+            "created_at": now,
+        },
     )
     if tag:
         StreamVersion.objects.create(
-            stream=stream, tag=tag, config=config, created_by=actor, created_at=now
+            operator_id=stream.operator_id,
+            stream=stream,
+            tag=tag,
+            config=config,
+            created_by=actor,
+            created_at=now,
         )
 
 
 def _keys_ensure(stream: Stream, nodes: list[dict]) -> None:
     wanted = [
         StreamKey(
+            operator_id=stream.operator_id,
             stream=stream,
             node_id=node["id"],
             kind=KEYED_TYPES[node["type"]][0],
