@@ -16,7 +16,6 @@ import argparse
 import cProfile
 import io
 import json
-import os
 import pstats
 import sys
 import time
@@ -30,29 +29,20 @@ def main() -> None:
     parser.add_argument("--requests", type=int, default=1000)
     args = parser.parse_args()
     sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
-    os.environ["TALLY_RATE_LIMITS"] = json.dumps(
-        {"ingestion": {"rate": 1e9, "burst": 1e9}, "token": {"rate": 1e6, "burst": 1e6}}
-    )
-    os.environ["ALLOWED_HOSTS"] = "testserver"
-    os.environ["LOG_LEVEL"] = "WARNING"
-    from bench.support.scratch import django_on_scratch_database
+    from bench.support.scratch import django_in_process
 
-    with django_on_scratch_database(BENCH_DB):
+    limits = {"ingestion": {"rate": 1e9, "burst": 1e9}, "token": {"rate": 1e6, "burst": 1e6}}
+    with django_in_process(BENCH_DB, rate_limits=limits):
         run(args.requests)
 
 
 def run(requests: int) -> None:
-    import django
-
-    django.setup()
     from django.conf import settings
-    from django.core.management import call_command
     from django.test import Client
 
     from collection.services import collector_create, collector_provision
     from tenants.services import application_access_create, operator_create
 
-    call_command("migrate", verbosity=0)
     operator = operator_create(name="Profile")
     issued = application_access_create(operator=operator, name="profile")
     client = Client()

@@ -16,8 +16,6 @@ Prints requests per second and CPU per request, and the ratio to the baseline.
 from __future__ import annotations
 
 import argparse
-import json
-import os
 import sys
 import time
 from pathlib import Path
@@ -30,27 +28,19 @@ def main() -> None:
     parser.add_argument("--requests", type=int, default=200)
     args = parser.parse_args()
     sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
-    os.environ["TALLY_RATE_LIMITS"] = json.dumps({"token": {"rate": 1e9, "burst": 1e9}})
-    os.environ["ALLOWED_HOSTS"] = "testserver"
-    os.environ["LOG_LEVEL"] = "WARNING"
-    from bench.support.scratch import django_on_scratch_database
+    from bench.support.scratch import django_in_process
 
-    with django_on_scratch_database(BENCH_DB):
+    with django_in_process(BENCH_DB, rate_limits={"token": {"rate": 1e9, "burst": 1e9}}):
         run(args.requests)
 
 
 def run(requests: int) -> None:
-    import django
-
-    django.setup()
     from django.conf import settings
-    from django.core.management import call_command
     from django.test import Client
 
     from tenants.models import ApplicationAccess
     from tenants.services import application_access_create, operator_create
 
-    call_command("migrate", verbosity=0)
     issued = application_access_create(operator=operator_create(name="Bench"), name="bench")
     client = Client()
 

@@ -47,3 +47,22 @@ def django_on_scratch_database(name: str, *, keep: bool = False) -> Iterator[Non
             connections.close_all()
         if not keep:
             drop_scratch_database(base_url, name)
+
+
+@contextmanager
+def django_in_process(name: str, *, rate_limits: dict[str, dict[str, float]]) -> Iterator[None]:
+    """For benchmarks that send requests through Django's test client: a migrated scratch
+    database `name`, these rate limits (raised out of the way), and quiet logs."""
+    import json
+
+    os.environ["TALLY_RATE_LIMITS"] = json.dumps(rate_limits)
+    os.environ["ALLOWED_HOSTS"] = "testserver"
+    os.environ["LOG_LEVEL"] = "WARNING"
+    with django_on_scratch_database(name):
+        import django
+
+        django.setup()
+        from django.core.management import call_command
+
+        call_command("migrate", verbosity=0)
+        yield
