@@ -5,7 +5,7 @@ from streams.api.views import FunctionViewSet, SolutionViewSet, StreamViewSet
 BASE = "stream-management/v1"
 
 urlpatterns = [
-    path(f"{BASE}/streams", StreamViewSet.as_view({"get": "list"}), name="stream-list"),
+    path(f"{BASE}/streams", StreamViewSet.as_view({"get": "page"}), name="stream-list"),
     path(
         f"{BASE}/streams/import",
         StreamViewSet.as_view({"post": "import_stream"}),
@@ -26,6 +26,6 @@ urlpatterns = [
         StreamViewSet.as_view({"get": "versions"}),
         name="stream-versions",
     ),
-    path(f"{BASE}/functions", FunctionViewSet.as_view({"get": "list"}), name="functions"),
+    path(f"{BASE}/functions", FunctionViewSet.as_view({"get": "catalogue"}), name="functions"),
     path(f"{BASE}/solutions", SolutionViewSet.as_view({"get": "list"}), name="solutions"),
 ]

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 from django.http import Http404
-from drf_spectacular.types import OpenApiTypes
 from drf_spectacular.utils import OpenApiParameter, extend_schema
 from rest_framework import exceptions, mixins
 from rest_framework.decorators import action
@@ -12,6 +11,7 @@ from rest_framework.response import Response
 
 from common.api.pagination import MAX_LIMIT, query_int
 from streams import selectors, services
+from streams.api import schema
 from streams.api.serializers import (
     FunctionSerializer,
     SolutionSerializer,
@@ -53,8 +53,10 @@ class StreamViewSet(OperatorViewSet):
 
     queryset = Stream.objects.select_related("solution")
     pagination_class = None  # a cursor for the list; skip/limit for versions
+    # `page`, not `list`: drf-spectacular would document a list action's answer as an
+    # array, and this one is {"streams": [...], "nextCursor": …}.
     required_scopes = {
-        "list": READ,
+        "page": READ,
         "retrieve": READ,
         "export": READ,
         "versions": READ,
@@ -75,9 +77,9 @@ class StreamViewSet(OperatorViewSet):
             RESOURCE_REFS,
             FIELDS,
         ],
-        responses={200: OpenApiTypes.OBJECT},
+        responses={200: schema.STREAM_LIST},
     )
-    def list(self, request: Request) -> Response:
+    def page(self, request: Request) -> Response:
         limit = query_int(request, "limit", DEFAULT_LIMIT, MAX_LIMIT)
         streams = self.get_queryset()
         if request.query_params.get("solutionId"):
@@ -101,7 +103,9 @@ class StreamViewSet(OperatorViewSet):
         next_cursor = selectors.cursor_encode(page[-1]) if more and page else None
         return Response({"streams": documents, "nextCursor": next_cursor})
 
-    @extend_schema(operation_id="streams_get", parameters=[FIELDS, TAG])
+    @extend_schema(
+        operation_id="streams_get", parameters=[FIELDS, TAG], responses={200: schema.STREAM}
+    )
     def retrieve(self, request: Request, pk: str) -> Response:
         stream = self.get_object()
         document = selectors.stream_document(stream, self._version(stream))
@@ -111,7 +115,7 @@ class StreamViewSet(OperatorViewSet):
     @extend_schema(
         operation_id="streams_update",
         request=StreamUpdateSerializer,
-        responses={200: OpenApiTypes.OBJECT},
+        responses={200: schema.STREAM},
     )
     def partial_update(self, request: Request, pk: str) -> Response:
         """Tally's extension: enable or disable, processing type, description, schedule."""
@@ -121,7 +125,7 @@ class StreamViewSet(OperatorViewSet):
         services.stream_update(stream=stream, actor=_actor(request), **serializer.validated_data)
         return Response(selectors.stream_document(stream, selectors.stream_version(stream)))
 
-    @extend_schema(operation_id="streams_export", parameters=[TAG])
+    @extend_schema(operation_id="streams_export", parameters=[TAG], responses={200: schema.EXPORT})
     @action(detail=True, methods=["get"])
     def export(self, request: Request, pk: str) -> Response:
         """The stream's configuration in the export format, ready to import elsewhere."""
@@ -135,7 +139,7 @@ class StreamViewSet(OperatorViewSet):
             OpenApiParameter("limit", int, description=f"At most {MAX_LIMIT}."),
             RESOURCE_REFS,
         ],
-        responses={200: OpenApiTypes.OBJECT},
+        responses={200: schema.VERSIONS},
     )
     @action(detail=True, methods=["get"])
     def versions(self, request: Request, pk: str) -> Response:
@@ -165,7 +169,7 @@ class StreamViewSet(OperatorViewSet):
     @extend_schema(
         operation_id="streams_import",
         request=StreamImportSerializer,
-        responses={200: OpenApiTypes.OBJECT, 201: OpenApiTypes.OBJECT},
+        responses={200: schema.IMPORT_RESULT, 201: schema.IMPORT_RESULT},
     )
     @action(detail=False, methods=["post"], url_path="import")
     def import_stream(self, request: Request) -> Response:
@@ -248,10 +252,10 @@ class FunctionViewSet(OperatorViewSet):
     """The functions a stream's nodes may use, with the JSON Schema of their params."""
 
     serializer_class = FunctionSerializer
-    required_scopes = {"list": READ}
+    required_scopes = {"catalogue": READ}
     rate_limit_group = "streams"
     pagination_class = None
 
-    @extend_schema(operation_id="functions_list", responses={200: OpenApiTypes.OBJECT})
-    def list(self, request: Request) -> Response:
+    @extend_schema(operation_id="functions_list", responses={200: schema.FUNCTIONS})
+    def catalogue(self, request: Request) -> Response:
         return Response({"functions": catalogue_json()})

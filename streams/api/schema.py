@@ -1,0 +1,112 @@
+"""OpenAPI shapes of the stream endpoints' answers (the views build plain documents)."""
+
+from __future__ import annotations
+
+ACTOR = {
+    "type": "object",
+    "properties": {
+        "type": {"type": "string", "enum": ["application", "user"]},
+        "id": {"type": "string"},
+        "name": {"type": "string"},
+    },
+}
+# A stream: its settings plus its configuration in the export format. Nodes and edges
+# keep every key the export had, so they are open objects.
+STREAM = {
+    "type": "object",
+    "properties": {
+        "id": {"type": "string", "format": "uuid"},
+        "solutionId": {"type": "string", "format": "uuid"},
+        "name": {"type": "string"},
+        "description": {"type": "string"},
+        "processingType": {"type": "string", "enum": ["realtime", "batch"]},
+        "enabled": {"type": "boolean"},
+        "schedule": {"type": "string", "nullable": True},
+        "schemaVersion": {"type": "integer"},
+        "tag": {"type": "string", "nullable": True},
+        "cas": {"type": "integer"},
+        "createdAt": {"type": "string", "format": "date-time"},
+        "createdBy": ACTOR,
+        "updatedAt": {"type": "string", "format": "date-time"},
+        "updatedBy": ACTOR,
+        "annotation": {"type": "object", "additionalProperties": True},
+        "nodes": {"type": "array", "items": {"type": "object", "additionalProperties": True}},
+        "edges": {"type": "array", "items": {"type": "object", "additionalProperties": True}},
+        "nodeGroups": {
+            "type": "array",
+            "items": {"type": "object", "additionalProperties": True},
+        },
+    },
+    "additionalProperties": True,
+}
+EXPORT = {
+    "type": "object",
+    "description": "The stream configuration in the export format, with generated keys.",
+    "properties": {key: STREAM["properties"][key] for key in ("name", "nodes", "edges")},
+    "required": ["name", "nodes"],
+    "additionalProperties": True,
+}
+STREAM_LIST = {
+    "type": "object",
+    "properties": {
+        "streams": {"type": "array", "items": STREAM},
+        "nextCursor": {"type": "string", "nullable": True},
+    },
+    "required": ["streams", "nextCursor"],
+}
+VERSIONS = {
+    "type": "object",
+    "properties": {
+        "total": {"type": "integer"},
+        "versions": {
+            "type": "array",
+            "items": {
+                "type": "object",
+                "properties": {
+                    "tag": {"type": "string"},
+                    "schemaVersion": {"type": "integer"},
+                    "createdAt": {"type": "string", "format": "date-time"},
+                    "createdBy": ACTOR,
+                },
+            },
+        },
+    },
+    "required": ["total", "versions"],
+}
+IMPORT_RESULT = {
+    "type": "object",
+    "properties": {
+        "importAction": {
+            "type": "string",
+            "enum": ["created", "overwritten", "created-new", "skipped"],
+        },
+        "stream": STREAM,
+        "tag": {"type": "string", "nullable": True},
+    },
+    "required": ["importAction", "stream", "tag"],
+}
+FUNCTIONS = {
+    "type": "object",
+    "properties": {
+        "functions": {
+            "type": "array",
+            "items": {
+                "type": "object",
+                "properties": {
+                    "type": {"type": "string"},
+                    "kind": {"type": "string", "enum": ["reader", "transform", "writer"]},
+                    "description": {"type": "string"},
+                    "inputs": {"type": "integer"},
+                    "outputs": {
+                        "type": "string",
+                        "enum": ["none", "single", "fixed", "configurable"],
+                    },
+                    "fixedOutputs": {"type": "array", "items": {"type": "string"}},
+                    "paramsSchema": {"type": "object", "additionalProperties": True},
+                },
+                "required": ["type", "kind", "description", "paramsSchema"],
+            },
+        }
+    },
+    "required": ["functions"],
+}
