@@ -34,13 +34,15 @@ def stream_version(stream: Stream, tag: str | None = None) -> StreamVersion:
     return found
 
 
-def stream_config_with_keys(stream: Stream, version: StreamVersion) -> dict[str, Any]:
+def stream_config_with_keys(
+    stream: Stream, version: StreamVersion, keys: list[StreamKey] | None = None
+) -> dict[str, Any]:
     """The configuration as exported: as imported, with the generated keys on their
-    nodes (read-only) and the version's tag."""
+    nodes (read-only) and the version's tag. `keys`: the stream's, when already loaded."""
     config = copy.deepcopy(version.config)
-    keys = {
-        (key.node_id, key.kind): str(key.value) for key in StreamKey.objects.filter(stream=stream)
-    }
+    if keys is None:
+        keys = list(StreamKey.objects.filter(stream=stream))
+    keys = {(key.node_id, key.kind): str(key.value) for key in keys}
     for node in config.get("nodes", []):
         for kind in StreamKey.Kind.values:
             if (node.get("id"), kind) in keys:
@@ -50,9 +52,24 @@ def stream_config_with_keys(stream: Stream, version: StreamVersion) -> dict[str,
     return config
 
 
-def stream_document(stream: Stream, version: StreamVersion) -> dict[str, Any]:
+def streams_documents(streams: list[Stream]) -> list[dict[str, Any]]:
+    """The latest documents of many streams in two queries, whatever their number."""
+    ids = [stream.pk for stream in streams]
+    latest = {
+        version.stream_id: version
+        for version in StreamVersion.objects.filter(stream_id__in=ids, is_latest=True)
+    }
+    keys: dict[Any, list[StreamKey]] = {stream_id: [] for stream_id in ids}
+    for key in StreamKey.objects.filter(stream_id__in=ids):
+        keys[key.stream_id].append(key)
+    return [stream_document(s, latest[s.pk], keys[s.pk]) for s in streams]
+
+
+def stream_document(
+    stream: Stream, version: StreamVersion, keys: list[StreamKey] | None = None
+) -> dict[str, Any]:
     """A stream as GET answers it: its settings and the version's configuration."""
-    config = stream_config_with_keys(stream, version)
+    config = stream_config_with_keys(stream, version, keys)
     return {
         **config,
         "id": str(stream.id),

@@ -96,10 +96,9 @@ class StreamViewSet(OperatorViewSet):
         page = list(streams[: limit + 1])
         more, page = len(page) > limit, page[:limit]
         fields = _fields(request)
-        documents = []
-        for stream in page:
-            document = selectors.stream_document(stream, selectors.stream_version(stream))
-            documents.append(selectors.project(document, fields) if fields else document)
+        documents = selectors.streams_documents(page)
+        if fields:
+            documents = [selectors.project(document, fields) for document in documents]
         next_cursor = selectors.cursor_encode(page[-1]) if more and page else None
         return Response({"streams": documents, "nextCursor": next_cursor})
 

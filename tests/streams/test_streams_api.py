@@ -416,3 +416,25 @@ def test_bad_list_queries_are_400(client, solution_id):
         error = assert_error_body(client.get(f"{BASE}/streams", params), 400)
         assert error["details"][0]["field"] == field
     assert_error_body(client.get(f"{BASE}/streams/not-a-uuid"), 404)
+
+
+def test_listing_takes_the_same_queries_for_any_number_of_streams(client, solution_id, settings):
+    from django.db import connection
+    from django.test.utils import CaptureQueriesContext
+
+    settings.TALLY["TOKEN_CACHE_SECONDS"] = 60
+    base = fixture("printing-as-a-service-with-metering.json")
+
+    def list_queries() -> int:
+        with CaptureQueriesContext(connection) as queries:
+            response = client.get(f"{BASE}/streams")
+        assert response.status_code == 200
+        return len(queries)
+
+    import_stream(client, solution_id, base | {"name": "one"})
+    one = list_queries()
+    assert one >= 3  # the streams, their latest versions, their keys
+    for index in range(12):
+        import_stream(client, solution_id, base | {"name": f"more {index}"})
+    assert list_queries() == one
+    assert len(client.get(f"{BASE}/streams").json()["streams"]) == 13
