@@ -178,10 +178,6 @@ class Meter(models.Model):
         return f"{self.meter_type_id}/{self.meter_key}/{self.user_id}"
 
     @property
-    def in_first_period(self) -> bool:
-        return self.period_start <= self.created_at
-
-    @property
     def effective_capacity(self) -> Decimal | None:
         return self.capacity if self.capacity is not None else self.meter_type.capacity
 

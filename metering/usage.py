@@ -44,6 +44,7 @@ from django.db import connection, transaction
 from django.db.models import Q
 from django.utils import timezone
 
+from common.ids import uuid_or_none
 from common.json import encode
 from metering.models import Alert, Meter, MeterPeriod, MeterType, Notification
 from metering.models import UsageRollup as Rollup
@@ -248,7 +249,7 @@ def _types_resolve(operator: Operator, updates: Sequence[UsageUpdate]) -> _Types
         else:
             categories.add(update.category)
     found = MeterType.objects.filter(operator=operator).filter(
-        Q(id__in=[u for u in map(_as_uuid, ids) if u is not None]) | Q(category__in=categories)
+        Q(id__in=[u for u in map(uuid_or_none, ids) if u is not None]) | Q(category__in=categories)
     )
     types = _Types({}, {}, {})
     for meter_type in found.order_by("id"):
@@ -266,18 +267,9 @@ def _types_resolve(operator: Operator, updates: Sequence[UsageUpdate]) -> _Types
             types.by_category.setdefault(meter_type.category, []).append(entry)
     # Callers may name a type by its id as text; look those up too.
     for value in ids:
-        if not isinstance(value, UUID) and _as_uuid(value) in types.by_id:
-            types.by_id[value] = types.by_id[_as_uuid(value)]
+        if not isinstance(value, UUID) and uuid_or_none(value) in types.by_id:
+            types.by_id[value] = types.by_id[uuid_or_none(value)]
     return types
-
-
-def _as_uuid(value) -> UUID | None:
-    if isinstance(value, UUID):
-        return value
-    try:
-        return UUID(str(value))
-    except ValueError:
-        return None
 
 
 def _items_expand(

@@ -11,6 +11,7 @@ from django.utils import timezone
 
 from collection.models import Collector
 from common.errors import ServiceConflict
+from common.ids import uuid_or_none
 from streams.catalogue import FUNCTIONS, declared_outputs, params_problems
 from streams.models import Solution, Stream, StreamKey, StreamVersion
 from tenants.models import Operator
@@ -147,7 +148,7 @@ def _collector_problems(operator: Operator, nodes: list) -> list[tuple[str, str]
     own = {
         str(pk)
         for pk in Collector.objects.live()
-        .filter(operator=operator, pk__in=[i for i in ids if _is_uuid(i)])
+        .filter(operator=operator, pk__in=[i for i in ids if uuid_or_none(i) is not None])
         .values_list("pk", flat=True)
     }
     return [
@@ -155,16 +156,6 @@ def _collector_problems(operator: Operator, nodes: list) -> list[tuple[str, str]
         for index, collector_id in wanted.items()
         if str(collector_id) not in own
     ]
-
-
-def _is_uuid(text: str) -> bool:
-    import uuid
-
-    try:
-        uuid.UUID(text)
-        return True
-    except ValueError:
-        return False
 
 
 def _cycle(successors: dict[str, list[str]]) -> list[str] | None:

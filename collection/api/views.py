@@ -2,8 +2,6 @@
 
 from __future__ import annotations
 
-import uuid
-
 from django.http import Http404
 from drf_spectacular.utils import OpenApiParameter, extend_schema
 from rest_framework import exceptions, mixins, status
@@ -187,11 +185,7 @@ class IngestionViewSet(OperatorViewSet):
     def _collector(self) -> tuple[Collector, bool]:
         """The caller's live collector, and whether it came from the process cache (which
         saves a query on every request of a busy collector)."""
-        try:
-            collector_id = uuid.UUID(self.kwargs["collector_id"])
-        except ValueError:
-            raise Http404 from None
-        cached = live_collectors.get(caller_operator(self).pk, collector_id)
+        cached = live_collectors.get(caller_operator(self).pk, self.lookup_uuid())
         if cached is not None:
             return cached, True
         collector = self.get_object()

@@ -29,14 +29,6 @@ class SolutionSerializer(TallyModelSerializer):
         read_only_fields = fields
 
 
-class FunctionSerializer(TallySerializer):
-    """Only for the schema: one function of the catalogue."""
-
-    type = serializers.CharField()
-    kind = serializers.CharField()
-    description = serializers.CharField()
-
-
 class StreamUpdateSerializer(TallySerializer):
     enabled = serializers.BooleanField(required=False)
     processing_type = serializers.ChoiceField(choices=Stream.ProcessingType.values, required=False)

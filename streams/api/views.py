@@ -10,10 +10,10 @@ from rest_framework.request import Request
 from rest_framework.response import Response
 
 from common.api.pagination import MAX_LIMIT, query_int
+from common.ids import uuid_or_none
 from streams import selectors, services
 from streams.api import schema
 from streams.api.serializers import (
-    FunctionSerializer,
     SolutionSerializer,
     StreamImportSerializer,
     StreamUpdateSerializer,
@@ -217,12 +217,10 @@ def _resource_refs(request: Request) -> list:
 
 
 def _uuid(value: str):
-    import uuid
-
-    try:
-        return uuid.UUID(value)
-    except ValueError:
-        raise exceptions.ValidationError({"solutionId": ["Must be a UUID."]}) from None
+    found = uuid_or_none(value)
+    if found is None:
+        raise exceptions.ValidationError({"solutionId": ["Must be a UUID."]})
+    return found
 
 
 def _actor(request: Request) -> dict[str, str]:
@@ -250,7 +248,6 @@ class SolutionViewSet(mixins.ListModelMixin, OperatorViewSet):
 class FunctionViewSet(OperatorViewSet):
     """The functions a stream's nodes may use, with the JSON Schema of their params."""
 
-    serializer_class = FunctionSerializer
     required_scopes = {"catalogue": READ}
     rate_limit_group = "streams"
     pagination_class = None

@@ -16,6 +16,7 @@ from rest_framework import viewsets
 from rest_framework.views import APIView
 
 from common.api.filters import SortFilterBackend
+from common.ids import uuid_or_none
 from tenants.api.authentication import PlatformKeyAuthentication
 from tenants.api.permissions import PlatformKeyPermission
 
@@ -41,13 +42,17 @@ class OperatorViewSet(viewsets.GenericViewSet):
     def get_queryset(self):
         return self.queryset.filter(operator=caller_operator(self))
 
+    def lookup_uuid(self) -> uuid.UUID:
+        """The id in the path; a malformed one is a 404, like an id that is not ours."""
+        found = uuid_or_none(self.kwargs[self.lookup_url_kwarg or self.lookup_field])
+        if found is None:
+            raise Http404
+        return found
+
     def get_object(self):
         value = self.kwargs[self.lookup_url_kwarg or self.lookup_field]
         if self.lookup_field == "pk":
-            try:
-                value = uuid.UUID(str(value))
-            except ValueError:
-                raise Http404 from None
+            value = self.lookup_uuid()
         elif "\x00" in value:  # no stored name holds one (PostgreSQL text cannot)
             raise Http404
         found = self.get_queryset().filter(**{self.lookup_field: value}).first()

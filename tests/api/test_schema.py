@@ -154,3 +154,10 @@ def test_schema_lists_the_token_endpoint_at_both_paths(schema):
     reference = schema["paths"]["/authentication/v1/oauth/token"]["post"]
     assert ours["operationId"] != reference["operationId"]
     assert {**reference, "operationId": None} == {**ours, "operationId": None}
+
+
+def test_the_schema_generates_without_warnings():
+    from django.core.management import call_command
+
+    # --fail-on-warn: an ambiguous or unresolvable part of the schema fails the suite.
+    call_command("spectacular", "--fail-on-warn", "--file", "/dev/null")
