@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from django import forms
+from django.contrib import admin
 
 from common.errors import ServiceConflict
 
@@ -45,3 +46,20 @@ class ServiceAdminMixin:
                 raise forms.ValidationError(conflict)
 
         return RefusedForm
+
+
+class ReadOnlyInline(admin.TabularInline):
+    """Rows shown under their parent, never added, changed or deleted there (periods,
+    delivery attempts, versions…): list them in `fields`."""
+
+    extra = 0
+    can_delete = False
+
+    def get_readonly_fields(self, request, obj=None):
+        return self.fields
+
+    def has_add_permission(self, request, obj=None) -> bool:
+        return False
+
+    def has_change_permission(self, request, obj=None) -> bool:
+        return False

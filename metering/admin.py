@@ -4,7 +4,7 @@ from django.contrib import admin
 from django.db import models
 from django.db.models import Count
 
-from common.admin import ServiceAdminMixin, adopt_created
+from common.admin import ReadOnlyInline, ServiceAdminMixin, adopt_created
 from metering import services
 from metering.forms import MeterForm, MeterTypeForm, plain_number, thresholds_summary
 from metering.models import (
@@ -115,17 +115,11 @@ class MeterTypeAdmin(ServiceAdminMixin, admin.ModelAdmin):
         return thresholds_summary(obj.thresholds)
 
 
-class PeriodInline(admin.TabularInline):
+class PeriodInline(ReadOnlyInline):
     model = MeterPeriod
-    extra = 0
-    can_delete = False
     fields = ["period_start", "period_end", "value", "record_count", "closed_at", "corrected_at"]
-    readonly_fields = fields
     ordering = ["-period_start"]
     show_change_link = True
-
-    def has_add_permission(self, request, obj=None) -> bool:
-        return False
 
 
 @admin.register(Meter)
@@ -259,15 +253,9 @@ class AlertAdmin(admin.ModelAdmin):
         return _exact(obj.meter_value)
 
 
-class DeliveryAttemptInline(admin.TabularInline):
+class DeliveryAttemptInline(ReadOnlyInline):
     model = DeliveryAttempt
-    extra = 0
-    can_delete = False
     fields = ["attempted_at", "succeeded", "response_status", "duration_ms", "error"]
-    readonly_fields = fields
-
-    def has_add_permission(self, request, obj=None) -> bool:
-        return False
 
 
 @admin.register(Notification)

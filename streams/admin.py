@@ -8,6 +8,7 @@ from django.urls import path, reverse
 from django.utils.html import format_html, format_html_join
 from django.utils.safestring import mark_safe
 
+from common.admin import ReadOnlyInline
 from common.json import InvalidJSON, dumps, dumps_pretty, loads
 from streams import services
 from streams.diagram import stream_svg
@@ -24,31 +25,19 @@ class SolutionAdmin(admin.ModelAdmin):
     readonly_fields = ["is_default", "created_at"]
 
 
-class VersionInline(admin.TabularInline):
+class VersionInline(ReadOnlyInline):
     model = StreamVersion
-    extra = 0
-    can_delete = False
     fields = ["tag", "is_latest", "schema_version", "created_at", "node_count"]
-    readonly_fields = fields
     ordering = ["-is_latest", "-created_at"]
-
-    def has_add_permission(self, request, obj=None) -> bool:
-        return False
 
     @admin.display(description="nodes")
     def node_count(self, obj: StreamVersion) -> int:
         return len(obj.config.get("nodes", []))
 
 
-class KeyInline(admin.TabularInline):
+class KeyInline(ReadOnlyInline):
     model = StreamKey
-    extra = 0
-    can_delete = False
     fields = ["node_id", "kind", "value"]
-    readonly_fields = fields
-
-    def has_add_permission(self, request, obj=None) -> bool:
-        return False
 
 
 @admin.register(Stream)

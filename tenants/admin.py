@@ -9,7 +9,7 @@ from django.urls import reverse
 from django.utils.html import format_html
 from oauth2_provider import models as oauth_models
 
-from common.admin import adopt_created
+from common.admin import ReadOnlyInline, adopt_created
 from tenants import services
 from tenants.models import (
     ApplicationAccess,
@@ -40,16 +40,10 @@ class MembershipInline(admin.TabularInline):
     autocomplete_fields = ["user"]
 
 
-class ApplicationAccessInline(admin.TabularInline):
+class ApplicationAccessInline(ReadOnlyInline):
     model = ApplicationAccess
-    extra = 0
-    can_delete = False
     fields = ["application_name", "client_id", "created_at"]
-    readonly_fields = fields
     show_change_link = True
-
-    def has_add_permission(self, request, obj=None) -> bool:
-        return False
 
     @admin.display(description="name")
     def application_name(self, obj: ApplicationAccess) -> str:

@@ -7,7 +7,6 @@ import requests
 
 from tenants.models import ApplicationAccess
 from tenants.services import operator_create
-from tests.e2e.browser import admin_login, launch, require_chromium
 
 SCOPES = ["usage-metering:read:meters", "metrics:read"]
 
@@ -15,51 +14,34 @@ SCOPES = ["usage-metering:read:meters", "metrics:read"]
 @pytest.mark.e2e
 @pytest.mark.django_db(transaction=True)
 def test_staff_creates_an_application_and_sees_its_secret_once(
-    live_server, settings, monkeypatch, django_user_model, tmp_path
+    live_server, settings, staff_page, tmp_path
 ):
-    require_chromium()
-    from playwright.sync_api import sync_playwright
-
-    # Playwright's sync API runs an event loop in this thread; the test's own ORM calls
-    # are still plain synchronous ones.
-    monkeypatch.setenv("DJANGO_ALLOW_ASYNC_UNSAFE", "true")
     settings.TALLY["API_AUDIENCE"] = live_server.url
-    django_user_model.objects.create_superuser(
-        username="alice", email="alice@example.com", password="alice-password-123"
-    )
     operator = operator_create(name="Umbrella")
 
-    with sync_playwright() as playwright:
-        browser = launch(playwright)
-        try:
-            page = browser.new_page()
+    page = staff_page()  # logged in to the admin
 
-            # 1. Log in to the admin.
-            admin_login(page, live_server.url, "alice", "alice-password-123")
+    # 1. Add an application access with two scopes.
+    page.goto(f"{live_server.url}/admin/tenants/applicationaccess/add/")
+    page.select_option("#id_operator", str(operator.pk))
+    page.fill("#id_name", "Umbrella billing")
+    for checkbox in page.locator("input[name=scopes]").all():
+        checkbox.set_checked(checkbox.get_attribute("value") in SCOPES)
+    page.click("input[name=_save]")
+    page.wait_for_url("**/change/")
 
-            # 2. Add an application access with two scopes.
-            page.goto(f"{live_server.url}/admin/tenants/applicationaccess/add/")
-            page.select_option("#id_operator", str(operator.pk))
-            page.fill("#id_name", "Umbrella billing")
-            for checkbox in page.locator("input[name=scopes]").all():
-                checkbox.set_checked(checkbox.get_attribute("value") in SCOPES)
-            page.click("input[name=_save]")
-            page.wait_for_url("**/change/")
+    # 2. The secret is on this page, once.
+    client_id = page.locator("code.tally-secret[data-name='Client ID']").inner_text()
+    secret = page.locator("code.tally-secret[data-name='Client secret']").inner_text()
+    page.screenshot(path=str(tmp_path / "application-created.png"), full_page=True)
+    change_url = page.url
 
-            # 3. The secret is on this page, once.
-            client_id = page.locator("code.tally-secret[data-name='Client ID']").inner_text()
-            secret = page.locator("code.tally-secret[data-name='Client secret']").inner_text()
-            page.screenshot(path=str(tmp_path / "application-created.png"), full_page=True)
-            change_url = page.url
-
-            # 4. Reloading shows the page without it.
-            page.reload()
-            assert page.url == change_url
-            assert page.locator("code.tally-secret").count() == 0
-            assert secret not in page.content()
-            page.screenshot(path=str(tmp_path / "application-reloaded.png"), full_page=True)
-        finally:
-            browser.close()
+    # 3. Reloading shows the page without it.
+    page.reload()
+    assert page.url == change_url
+    assert page.locator("code.tally-secret").count() == 0
+    assert secret not in page.content()
+    page.screenshot(path=str(tmp_path / "application-reloaded.png"), full_page=True)
 
     assert (tmp_path / "application-created.png").stat().st_size > 0
     access = ApplicationAccess.objects.select_related("application").get()
@@ -67,7 +49,7 @@ def test_staff_creates_an_application_and_sees_its_secret_once(
     assert access.application.client_id == client_id
     assert access.scopes == SCOPES
 
-    # 5. The copied credentials get a token from the running server.
+    # 4. The copied credentials get a token from the running server.
     response = requests.post(
         f"{live_server.url}/oauth/token",
         json={

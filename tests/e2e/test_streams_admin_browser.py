@@ -9,7 +9,6 @@ import pytest
 from streams.models import Stream
 from streams.services import solution_default
 from tenants.services import operator_create
-from tests.e2e.browser import admin_login, launch, require_chromium
 
 FIXTURE = (
     Path(__file__).resolve().parents[3]
@@ -19,37 +18,23 @@ FIXTURE = (
 
 @pytest.mark.e2e
 @pytest.mark.django_db(transaction=True)
-def test_staff_import_a_stream_and_see_its_diagram(
-    live_server, monkeypatch, django_user_model, tmp_path
-):
-    require_chromium()
-    from playwright.sync_api import sync_playwright
+def test_staff_import_a_stream_and_see_its_diagram(live_server, staff_page, tmp_path):
 
-    monkeypatch.setenv("DJANGO_ALLOW_ASYNC_UNSAFE", "true")
-    django_user_model.objects.create_superuser(
-        username="alice", email="alice@example.com", password="alice-password-123"
-    )
     solution = solution_default(operator=operator_create(name="CultFlicks"))
 
-    with sync_playwright() as playwright:
-        browser = launch(playwright)
-        try:
-            page = browser.new_page(viewport={"width": 1500, "height": 1100})
-            admin_login(page, live_server.url, "alice", "alice-password-123")
-            page.goto(f"{live_server.url}/admin/streams/stream/")
-            page.click("text=Import a stream")
-            page.select_option("#id_solution", str(solution.pk))
-            page.set_input_files("#id_file", str(FIXTURE))
-            page.click("input[type=submit]")
-            page.wait_for_url("**/change/")
-            diagram = page.locator("svg.stream-diagram")
-            assert diagram.is_visible()
-            assert diagram.locator("g.node").count() == 19
-            assert diagram.locator("line.edge").count() == 18
-            page.screenshot(path=str(tmp_path / "stream.png"), full_page=True)
-            diagram.screenshot(path=str(tmp_path / "diagram.png"))
-        finally:
-            browser.close()
+    page = staff_page(viewport={"width": 1500, "height": 1100})
+    page.goto(f"{live_server.url}/admin/streams/stream/")
+    page.click("text=Import a stream")
+    page.select_option("#id_solution", str(solution.pk))
+    page.set_input_files("#id_file", str(FIXTURE))
+    page.click("input[type=submit]")
+    page.wait_for_url("**/change/")
+    diagram = page.locator("svg.stream-diagram")
+    assert diagram.is_visible()
+    assert diagram.locator("g.node").count() == 19
+    assert diagram.locator("line.edge").count() == 18
+    page.screenshot(path=str(tmp_path / "stream.png"), full_page=True)
+    diagram.screenshot(path=str(tmp_path / "diagram.png"))
 
     assert (tmp_path / "stream.png").stat().st_size > 0
     assert Stream.objects.get().created_by["type"] == "user"
