@@ -9,8 +9,22 @@ import sys
 import time
 from contextlib import contextmanager
 from pathlib import Path
+from urllib.parse import quote
 
 ROOT = Path(__file__).resolve().parents[2]
+
+
+def database_url(settings_dict: dict) -> str:
+    """A DATABASE_URL for a child process on the same database as this test run. The
+    embedded PostgreSQL listens on a socket directory, which goes percent-encoded in the
+    host part (as `tally` itself writes it)."""
+    host = settings_dict["HOST"] or "127.0.0.1"
+    if host.startswith("/"):
+        host = quote(host, safe="")
+    return (
+        f"postgres://{settings_dict['USER']}@{host}:{settings_dict['PORT'] or 5432}/"
+        f"{settings_dict['NAME']}"
+    )
 
 
 def free_port() -> int:
@@ -59,7 +73,7 @@ def _serving(command: list[str], environment: dict[str, str], port: int):
                 break
             except OSError:
                 if time.monotonic() > deadline or process.poll() is not None:
-                    raise RuntimeError("gunicorn did not start") from None
+                    raise RuntimeError(f"{command[0]} did not start") from None
                 time.sleep(0.1)
         yield port
     finally:

@@ -27,10 +27,7 @@ def server_environment() -> dict[str, str]:
     database = connection.settings_dict
     environment = {
         **os.environ,
-        "DATABASE_URL": (
-            f"postgres://{database['USER']}@{database['HOST'] or '127.0.0.1'}:"
-            f"{database['PORT'] or 5432}/{database['NAME']}"
-        ),
+        "DATABASE_URL": servers.database_url(database),
         "REDIS_URL": settings.REDIS_URL,
         "TALLY_REDIS_PREFIX": settings.REDIS_KEY_PREFIX,
         "TALLY_API_AUDIENCE": AUDIENCE,
