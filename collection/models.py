@@ -6,6 +6,7 @@ from django.contrib.postgres.indexes import BrinIndex
 from django.db import models
 from django.utils import timezone
 
+from common.json import ExactJSONDecoder, ExactJSONEncoder
 from tenants.models import Operator
 
 
@@ -163,7 +164,7 @@ class Record(models.Model):
     type = models.TextField(blank=True, default="")
     customer_id = models.TextField(blank=True, default="")
     account_id = models.TextField(blank=True, default="")
-    payload = models.JSONField(default=dict)
+    payload = models.JSONField(default=dict, encoder=ExactJSONEncoder, decoder=ExactJSONDecoder)
     failure_reason = models.TextField(null=True, blank=True)  # noqa: DJ001 - NULL: not failed
 
     class Meta:

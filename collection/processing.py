@@ -19,6 +19,11 @@ if TYPE_CHECKING:
     from collection.models import Collector, Record
 
 
+class ProcessorRetry(Exception):
+    """Raised by a processor when the batch should simply be claimed again later (a
+    concurrent change it must not overwrite): nothing is applied, no record fails."""
+
+
 class Processor(Protocol):
     def process(self, records: list[Record]) -> dict[int, str]:
         """Process the batch; return {record pk: reason} for the records that failed."""

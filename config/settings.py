@@ -223,6 +223,19 @@ TALLY = {
         # endpoint (the ingestion statement re-checks that it is live); 0 turns it off.
         "COLLECTOR_CACHE_SECONDS": env_int("TALLY_COLLECTOR_CACHE_SECONDS", 5),
     },
+    # The stream runtime. Scripts (transforms/script): wall-clock milliseconds one node's
+    # script may use per batch, V8 heap per script context, bytes of `state.node`.
+    # transforms/http: hosts streams may call ("*" or names, comma separated; by default
+    # any public address, never loopback, private or link-local ones), request timeout.
+    # The stream log keeps this many lines per stream.
+    "STREAMS": {
+        "SCRIPT_TIME_LIMIT_MS": env_int("TALLY_SCRIPT_TIME_LIMIT_MS", 5000),
+        "SCRIPT_MEMORY_LIMIT_MB": env_int("TALLY_SCRIPT_MEMORY_LIMIT_MB", 64),
+        "SCRIPT_STATE_MAX_BYTES": env_int("TALLY_SCRIPT_STATE_MAX_BYTES", 64 * 1024),
+        "HTTP_ALLOWED_HOSTS": env_list("TALLY_HTTP_ALLOWED_HOSTS", []),
+        "HTTP_TIMEOUT_SECONDS": env_int("TALLY_HTTP_TIMEOUT_SECONDS", 10),
+        "LOG_MAX_LINES": env_int("TALLY_STREAM_LOG_MAX_LINES", 1000),
+    },
 }
 
 LOG_LEVEL = env_str("LOG_LEVEL", "INFO").upper()

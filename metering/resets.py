@@ -39,6 +39,16 @@ BATCH_SIZE = 1000
 NO_VALUE_WHEN_EMPTY = {MeterType.Aggregation.MAX, MeterType.Aggregation.MIN}
 
 
+# Called with the ids of the periods a reset closes, in its transaction, after they are
+# stored: the stream runtime queues them for its meter nodes' `reset` outputs.
+_period_listeners: list = []
+
+
+def period_listener_add(listener) -> None:
+    if listener not in _period_listeners:
+        _period_listeners.append(listener)
+
+
 @dataclass
 class ResetOutcome:
     """What `meters_close_periods` did: periods stored, and meters deleted on reset."""
@@ -103,6 +113,9 @@ def meters_close_periods(*, meters: Sequence[Meter], now: datetime.datetime) -> 
     if closes:
         _periods_close(closes, outcome.deleted_ids, closed_at)
         notifications_sweep_on_commit()
+        period_ids = [close[1] for close in closes]
+        for listener in _period_listeners:
+            listener(period_ids)
     if moved:
         _meters_move(moved, closed_at)
     if outcome.deleted_ids:

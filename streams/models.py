@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import uuid
 
+from django.contrib.postgres.indexes import BrinIndex
 from django.db import models
 from django.db.models import Q
 from django.utils.timezone import now
@@ -61,6 +62,8 @@ class Stream(models.Model):
     enabled = models.BooleanField(default=False)
     # For batch streams: when they run, a 5-field cron line in UTC ("" : on demand only).
     schedule = models.CharField(max_length=120, blank=True, default="")
+    # When the schedule fires next (NULL: no schedule, or not enabled).
+    next_run_at = models.DateTimeField(null=True, blank=True)
     # Compare-and-set counter: goes up by one on every save of the stream.
     cas = models.PositiveIntegerField(default=1)
     created_by = _config_field(default=dict)
@@ -147,3 +150,191 @@ class StreamKey(models.Model):
 
     def __str__(self) -> str:
         return f"{self.kind} {self.value}"
+
+
+class StreamExecution(models.Model):
+    """One run of a batch stream (on demand, from the admin or on its schedule)."""
+
+    class Status(models.TextChoices):
+        QUEUED = "QUEUED"
+        RUNNING = "RUNNING"
+        SUCCEEDED = "SUCCEEDED"
+        FAILED = "FAILED"
+
+    class Trigger(models.TextChoices):
+        API = "api"
+        ADMIN = "admin"
+        SCHEDULE = "schedule"
+
+    id = models.UUIDField(primary_key=True, default=uuid.uuid4, editable=False)
+    operator = models.ForeignKey(Operator, on_delete=models.CASCADE, related_name="+")
+    stream = models.ForeignKey(Stream, on_delete=models.CASCADE, related_name="executions")
+    status = models.CharField(max_length=16, choices=Status.choices, default=Status.QUEUED)
+    trigger = models.CharField(max_length=16, choices=Trigger.choices, default=Trigger.API)
+    created_at = models.DateTimeField(default=now, editable=False)
+    started_at = models.DateTimeField(null=True, blank=True)
+    ended_at = models.DateTimeField(null=True, blank=True)
+    # {node id: {"in": n, "out": n, "failed": n}}
+    node_counts = _config_field(default=dict)
+    # The first errors: [{"nodeId", "nodeName", "reason"}]
+    errors = _config_field(default=list)
+    records_read = models.PositiveIntegerField(default=0)
+    records_failed = models.PositiveIntegerField(default=0)
+
+    class Meta:
+        indexes = [
+            models.Index(fields=["operator", "stream", "-created_at"], name="execution_stream_idx"),
+        ]
+        ordering = ["-created_at"]
+
+    def __str__(self) -> str:
+        return f"{self.stream_id} {self.status} {self.created_at:%Y-%m-%d %H:%M:%S}"
+
+
+class NodeCounter(models.Model):
+    """Records in, out and failed per stream node, all time. Writers append
+    `NodeCounterDelta` rows (no hot row to wait on); Beat folds them in here."""
+
+    class Kind(models.TextChoices):
+        IN = "in"
+        OUT = "out"
+        FAILED = "failed"
+
+    operator = models.ForeignKey(Operator, on_delete=models.CASCADE, related_name="+")
+    stream = models.ForeignKey(Stream, on_delete=models.CASCADE, related_name="+")
+    node_id = models.CharField(max_length=100)
+    kind = models.CharField(max_length=8, choices=Kind.choices)
+    count = models.BigIntegerField(default=0)
+
+    class Meta:
+        constraints = [
+            models.UniqueConstraint(
+                fields=["operator", "stream", "node_id", "kind"], name="nodecounter_unique"
+            ),
+        ]
+
+    def __str__(self) -> str:
+        return f"{self.node_id} {self.kind}: {self.count}"
+
+
+class NodeCounterDelta(models.Model):
+    """A change to a NodeCounter not folded in yet (append-only)."""
+
+    id = models.BigAutoField(primary_key=True)
+    operator = models.ForeignKey(
+        Operator, on_delete=models.CASCADE, db_constraint=False, related_name="+"
+    )
+    stream = models.ForeignKey(
+        Stream, on_delete=models.CASCADE, db_constraint=False, related_name="+"
+    )
+    node_id = models.CharField(max_length=100)
+    kind = models.CharField(max_length=8, choices=NodeCounter.Kind.choices)
+    count = models.BigIntegerField()
+
+    def __str__(self) -> str:
+        return f"{self.node_id} {self.kind} {self.count:+d}"
+
+
+class NodeError(models.Model):
+    """The last error a stream node met (written only when records fail)."""
+
+    operator = models.ForeignKey(Operator, on_delete=models.CASCADE, related_name="+")
+    stream = models.ForeignKey(Stream, on_delete=models.CASCADE, related_name="+")
+    node_id = models.CharField(max_length=100)
+    node_name = models.CharField(max_length=200, blank=True, default="")
+    reason = models.TextField()
+    at = models.DateTimeField(default=now)
+
+    class Meta:
+        constraints = [
+            models.UniqueConstraint(fields=["stream", "node_id"], name="nodeerror_unique"),
+        ]
+
+    def __str__(self) -> str:
+        return f"{self.node_name or self.node_id}: {self.reason[:60]}"
+
+
+class NodeState(models.Model):
+    """A node's persistent JSON (`state.node` in scripts), saved with the batch that
+    changed it. `revision` makes the save a compare-and-set: two workers running
+    batches of one stream cannot overwrite each other's state."""
+
+    operator = models.ForeignKey(Operator, on_delete=models.CASCADE, related_name="+")
+    stream = models.ForeignKey(Stream, on_delete=models.CASCADE, related_name="+")
+    node_id = models.CharField(max_length=100)
+    state = _config_field(default=dict)
+    revision = models.PositiveBigIntegerField(default=0)
+    updated_at = models.DateTimeField(default=now)
+
+    class Meta:
+        constraints = [
+            models.UniqueConstraint(fields=["stream", "node_id"], name="nodestate_unique"),
+        ]
+
+    def __str__(self) -> str:
+        return f"{self.node_id} r{self.revision}"
+
+
+class DedupeKey(models.Model):
+    """A key a deduplicate node has seen, until it expires. The primary key is the MD5
+    of (stream, node, key): one row per key, whatever its length."""
+
+    key_hash = models.UUIDField(primary_key=True)
+    operator = models.ForeignKey(
+        Operator, on_delete=models.CASCADE, db_constraint=False, related_name="+"
+    )
+    stream = models.ForeignKey(
+        Stream, on_delete=models.CASCADE, db_constraint=False, related_name="+"
+    )
+    expires_at = models.DateTimeField()
+
+    class Meta:
+        indexes = [BrinIndex(fields=["expires_at"], name="dedupekey_expires_brin")]
+
+    def __str__(self) -> str:
+        return str(self.key_hash)
+
+
+class StreamLogLine(models.Model):
+    """A line of a stream's log (writers/log records, script log calls); Beat keeps
+    the newest TALLY_STREAM_LOG_MAX_LINES per stream."""
+
+    id = models.BigAutoField(primary_key=True)
+    operator = models.ForeignKey(Operator, on_delete=models.CASCADE, related_name="+")
+    stream = models.ForeignKey(Stream, on_delete=models.CASCADE, related_name="log_lines")
+    node_id = models.CharField(max_length=100)
+    node_name = models.CharField(max_length=200, blank=True, default="")
+    level = models.CharField(max_length=8, default="info")
+    message = models.TextField(blank=True, default="")
+    payload = _config_field(null=True, blank=True)
+    created_at = models.DateTimeField(default=now)
+
+    class Meta:
+        indexes = [models.Index(fields=["operator", "stream", "-id"], name="streamlog_stream_idx")]
+        ordering = ["-id"]
+
+    def __str__(self) -> str:
+        return f"{self.level} {self.message[:60]}"
+
+
+class PendingFlush(models.Model):
+    """A meter period closed by a reset, waiting to go down its meter node's `reset`
+    output. Written in the reset's transaction, deleted in the one that runs it: each
+    flushed record goes downstream once."""
+
+    id = models.BigAutoField(primary_key=True)
+    operator = models.ForeignKey(Operator, on_delete=models.CASCADE, related_name="+")
+    stream = models.ForeignKey(Stream, on_delete=models.CASCADE, related_name="+")
+    node_id = models.CharField(max_length=100)
+    period_id = models.UUIDField()
+    created_at = models.DateTimeField(default=now)
+
+    class Meta:
+        constraints = [
+            models.UniqueConstraint(
+                fields=["stream", "node_id", "period_id"], name="pendingflush_unique"
+            ),
+        ]
+
+    def __str__(self) -> str:
+        return f"{self.node_id} {self.period_id}"

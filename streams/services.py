@@ -3,18 +3,26 @@
 from __future__ import annotations
 
 import copy
+import datetime
+import logging
 from dataclasses import dataclass
 from typing import Any
 
-from django.db import transaction
+from django.db import connection, transaction
+from django.db.models import Q
 from django.utils import timezone
 
+import streams.runtime.functions  # noqa: F401 (registers the functions)
 from collection.models import Collector
 from common.errors import ServiceConflict
 from common.ids import uuid_or_none
+from common.tasks import enqueue_on_commit
 from streams.catalogue import FUNCTIONS, declared_outputs, params_problems
-from streams.models import Solution, Stream, StreamKey, StreamVersion
+from streams.models import Solution, Stream, StreamExecution, StreamKey, StreamVersion
+from streams.runtime.base import REGISTRY
 from tenants.models import Operator
+
+logger = logging.getLogger(__name__)
 
 MAX_NODES = 200
 ON_NAME_CONFLICT = ("overwrite", "create-new", "skip")
@@ -315,9 +323,12 @@ def _description(config: dict) -> str:
     return description if isinstance(description, str) else ""
 
 
-# Node types the stream runtime can run. Until the runtime exists, none: a stream can be
-# imported, exported and configured, but not enabled.
-RUNNABLE_TYPES: frozenset[str] = frozenset()
+# Node types the stream runtime can run; the aggregators wait for aggregation stores.
+WAITING_TYPES = {
+    "transforms/data_aggregate": "aggregation stores do not exist yet",
+    "transforms/script_aggregate": "aggregation stores do not exist yet",
+}
+RUNNABLE_TYPES: frozenset[str] = frozenset(REGISTRY) - frozenset(WAITING_TYPES)
 
 
 def stream_update(*, stream: Stream, actor: dict[str, str], **fields) -> Stream:
@@ -329,19 +340,280 @@ def stream_update(*, stream: Stream, actor: dict[str, str], **fields) -> Stream:
         raise StreamConflict("Only batch streams run on a schedule.")
     if fields.get("enabled"):
         latest = stream.versions.filter(is_latest=True).first()
-        idle = [
-            _label(node)
-            for node in (latest.config["nodes"] if latest else [])
-            if node.get("type") not in RUNNABLE_TYPES
-        ]
+        idle = _idle_nodes(latest)
         if idle:
             raise StreamConflict(f"These nodes cannot run yet: {', '.join(idle)}.")
     for name, value in fields.items():
         setattr(stream, name, value)
     if processing_type != Stream.ProcessingType.BATCH:
         stream.schedule = ""
+    # The next scheduled run is worked out afresh by the schedule sweep.
+    stream.next_run_at = None
     stream.cas += 1
     stream.updated_by = actor
     stream.updated_at = timezone.now()
     stream.save()
     return stream
+
+
+def _idle_nodes(version: StreamVersion | None) -> list[str]:
+    """Labels of the version's nodes that cannot run, each with why."""
+    idle = []
+    for node in version.config["nodes"] if version else []:
+        node_type = node.get("type")
+        if node_type not in RUNNABLE_TYPES:
+            why = WAITING_TYPES.get(node_type, "the runtime cannot run this function")
+            idle.append(f"{_label(node)} ({node_type}: {why})")
+    return idle
+
+
+# -- Batch executions -------------------------------------------------------------------
+
+
+def execution_create(*, stream: Stream, trigger: str) -> StreamExecution:
+    """Queue a run of a batch stream. A realtime stream runs as its records arrive, and
+    a stream with a node that cannot run cannot be executed: both are conflicts."""
+    if stream.processing_type != Stream.ProcessingType.BATCH:
+        raise StreamConflict(
+            "Only batch streams are executed on demand; a realtime stream runs as its "
+            "collector receives records."
+        )
+    latest = stream.versions.filter(is_latest=True).first()
+    if latest is None:
+        raise StreamConflict("The stream has no configuration to run.")
+    idle = _idle_nodes(latest)
+    if idle:
+        raise StreamConflict(f"These nodes cannot run yet: {', '.join(idle)}.")
+    execution = StreamExecution.objects.create(
+        operator_id=stream.operator_id, stream=stream, trigger=trigger
+    )
+    enqueue_on_commit("streams.tasks.execution_run", str(execution.pk))
+    return execution
+
+
+def execution_run(*, execution_id) -> StreamExecution | None:
+    """Run a queued execution. RUNNING is committed first, so it shows; then the run and
+    the final status commit together under the execution's row lock. A worker that dies
+    mid-run leaves RUNNING with nothing applied; `executions_recover` queues it again."""
+    from streams.runtime import runner
+    from streams.runtime.base import Item
+    from streams.runtime.engine import GraphInvalid, RunSettings
+
+    now = timezone.now()
+    started = StreamExecution.objects.filter(
+        pk=execution_id, status=StreamExecution.Status.QUEUED
+    ).update(status=StreamExecution.Status.RUNNING, started_at=now)
+    try:
+        with transaction.atomic():
+            execution = (
+                StreamExecution.objects.select_for_update(skip_locked=True)
+                .filter(pk=execution_id, status=StreamExecution.Status.RUNNING)
+                .select_related("stream")
+                .first()
+            )
+            if execution is None:
+                return None  # done, or another worker holds it
+            if not started and execution.started_at is None:
+                execution.started_at = now
+            version = execution.stream.versions.filter(is_latest=True).first()
+            graph = runner.graph_for(version)
+            inputs, origin = {}, 0
+            for node_id in graph.sources:
+                items = []
+                for payload in runner.reader_items(graph, node_id, now):
+                    origin += 1
+                    items.append(Item(payload, origin))
+                inputs[node_id] = items
+            outcome = runner.batch_finish(
+                [(graph, inputs, None)],
+                run=RunSettings(
+                    now=now, end_of_execution=True, execution={"executionId": str(execution.pk)}
+                ),
+            )
+            execution.status = StreamExecution.Status.SUCCEEDED
+            execution.ended_at = timezone.now()
+            execution.records_read = origin
+            execution.records_failed = len(outcome.failures)
+            execution.node_counts = runner.summarize(outcome)
+            execution.errors = runner.first_errors(outcome.failures)
+            execution.save()
+            return execution
+    except (GraphInvalid, ValueError, TypeError, KeyError) as exc:
+        StreamExecution.objects.filter(pk=execution_id).update(
+            status=StreamExecution.Status.FAILED,
+            ended_at=timezone.now(),
+            errors=[{"nodeId": "", "nodeName": "", "reason": f"{type(exc).__name__}: {exc}"}],
+        )
+        return StreamExecution.objects.filter(pk=execution_id).first()
+
+
+def executions_recover(*, older_than_seconds: int = 60) -> int:
+    """Queue again the RUNNING executions nobody holds (their worker died)."""
+    before = timezone.now() - datetime.timedelta(seconds=older_than_seconds)
+    with transaction.atomic():
+        stale = list(
+            StreamExecution.objects.select_for_update(skip_locked=True).filter(
+                status=StreamExecution.Status.RUNNING, started_at__lt=before
+            )
+        )
+        for execution in stale:
+            execution.status = StreamExecution.Status.QUEUED
+            execution.save(update_fields=["status"])
+            enqueue_on_commit("streams.tasks.execution_run", str(execution.pk))
+    return len(stale)
+
+
+def executions_schedule(*, now: datetime.datetime | None = None) -> int:
+    """Queue the scheduled batch streams that are due, and set when each runs next."""
+    from metering.schedule import next_fire
+
+    now = now or timezone.now()
+    queued = 0
+    with transaction.atomic():
+        due = (
+            Stream.objects.select_for_update(skip_locked=True)
+            .filter(enabled=True, processing_type=Stream.ProcessingType.BATCH)
+            .exclude(schedule="")
+        )
+        for stream in due.filter(Q(next_run_at__isnull=True) | Q(next_run_at__lte=now)):
+            try:
+                following = next_fire(stream.schedule, "UTC", now)
+            except Exception:  # a schedule that cannot be read never runs
+                logger.warning(
+                    "Stream %s has an unreadable schedule %r", stream.pk, stream.schedule
+                )
+                continue
+            if stream.next_run_at is not None:
+                try:
+                    execution_create(stream=stream, trigger=StreamExecution.Trigger.SCHEDULE)
+                    queued += 1
+                except StreamConflict:
+                    pass
+            stream.next_run_at = following
+            stream.save(update_fields=["next_run_at"])
+    return queued
+
+
+# -- Preview ----------------------------------------------------------------------------
+
+PREVIEW_MAX_RECORDS = 100
+PREVIEW_SAMPLES = 10
+
+
+def stream_preview(
+    *, stream: Stream, records: list | None = None, last_records: int | None = None
+) -> dict:
+    """Run the stream's latest version over some records with no side effects: nothing
+    is written (the transaction is rolled back whatever happens), no HTTP request is
+    made. Returns per node up to 10 inputs and outputs, the failures, and the meter
+    changes that would happen."""
+    from collection.models import Record
+    from streams.runtime import runner
+    from streams.runtime.base import Item
+    from streams.runtime.engine import RunSettings, batch_run
+
+    version = stream.versions.filter(is_latest=True).first()
+    if version is None:
+        raise StreamConflict("The stream has no configuration to preview.")
+    graph = runner.graph_for(version)
+    now = timezone.now()
+    readers = [node_id for node_id in graph.sources]
+    if records is None and last_records:
+        collectors = [
+            graph.nodes[node_id].get("params", {}).get("collectorId")
+            for node_id in readers
+            if graph.nodes[node_id]["type"] == runner.ONLINE_COLLECTION
+        ]
+        found = Record.objects.filter(
+            operator_id=stream.operator_id,
+            collector_id__in=[c for c in collectors if uuid_or_none(c)],
+        ).order_by("-received_at", "-id")[:last_records]
+        records = [runner._record_payload(record) for record in reversed(list(found))]
+    inputs: dict[str, list] = {}
+    for node_id in readers:
+        payloads = records if records is not None else runner.reader_items(graph, node_id, now)
+        inputs[node_id] = [Item(copy.deepcopy(p), n) for n, p in enumerate(payloads, 1)]
+    states, _ = runner.states_load([stream.pk])
+    with transaction.atomic():
+        outcome = batch_run(
+            [(graph, inputs, None)],
+            states=states,
+            run=RunSettings(now=now, side_effects=False, samples=True),
+        )
+        transaction.set_rollback(True)
+    result = outcome.final[0]
+    nodes = []
+    for node_id in graph.order:
+        count_in, count_out, failed = result.counts.get(node_id, [0, 0, 0])
+        sample = result.samples.get(node_id, {})
+        nodes.append(
+            {
+                "nodeId": node_id,
+                "name": graph.label(node_id),
+                "type": graph.nodes[node_id]["type"],
+                "in": count_in,
+                "out": count_out,
+                "failed": failed,
+                "inputs": sample.get("inputs", [])[:PREVIEW_SAMPLES],
+                "outputs": sample.get("outputs", [])[:PREVIEW_SAMPLES],
+                "logs": [
+                    {"level": line.level, "message": line.message, "payload": line.payload}
+                    for line in result.contexts[node_id].logs[:PREVIEW_SAMPLES]
+                ]
+                if node_id in result.contexts
+                else [],
+            }
+        )
+    return {
+        "nodes": nodes,
+        "failures": [
+            {"record": origin, "nodeId": f.node_id, "nodeName": f.node_name, "reason": f.reason}
+            for origin, f in sorted(outcome.failures.items())
+        ],
+        "meterChanges": [
+            change
+            for ctx in result.contexts.values()
+            for change in ctx.changes
+            if "meterId" in change
+        ],
+        "changes": [
+            change
+            for ctx in result.contexts.values()
+            for change in ctx.changes
+            if "meterId" not in change
+        ],
+    }
+
+
+# -- Housekeeping -----------------------------------------------------------------------
+
+
+def streams_sweep(*, now: datetime.datetime | None = None) -> None:
+    """Forget expired deduplication keys, trim each stream's log to its newest lines,
+    and fold node counter deltas."""
+    from django.conf import settings
+
+    from common.db import deltas_fold
+    from streams.models import DedupeKey, NodeCounter, NodeCounterDelta, StreamLogLine
+
+    now = now or timezone.now()
+    DedupeKey.objects.filter(expires_at__lte=now).delete()
+    keep = settings.TALLY["STREAMS"]["LOG_MAX_LINES"]
+    table = StreamLogLine._meta.db_table
+    with connection.cursor() as cursor:
+        cursor.execute(
+            f"""
+            DELETE FROM {table} l USING (
+                SELECT id FROM (
+                    SELECT id, row_number() OVER (PARTITION BY stream_id ORDER BY id DESC) AS n
+                    FROM {table}
+                ) ranked WHERE n > %s
+            ) old WHERE l.id = old.id
+            """,  # noqa: S608 (our table)
+            [keep],
+        )
+    deltas_fold(
+        deltas_table=NodeCounterDelta._meta.db_table,
+        buckets_table=NodeCounter._meta.db_table,
+        keys=["operator_id", "stream_id", "node_id", "kind"],
+    )

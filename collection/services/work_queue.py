@@ -23,7 +23,7 @@ from redis.exceptions import ConnectionError as RedisConnectionError
 from redis.exceptions import TimeoutError as RedisTimeoutError
 
 from collection.models import Collector, EventRollupDelta, Record
-from collection.processing import processor_for
+from collection.processing import ProcessorRetry, processor_for
 from common.tasks import enqueue
 
 logger = logging.getLogger(__name__)
@@ -175,6 +175,7 @@ TRANSIENT_ERRORS: tuple[type[BaseException], ...] = (
     KombuOperationalError,
     RedisConnectionError,
     RedisTimeoutError,
+    ProcessorRetry,
 )
 
 

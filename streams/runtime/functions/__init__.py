@@ -1,0 +1,10 @@
+"""Function implementations, one module per family; importing this package registers
+them all in `streams.runtime.base.REGISTRY`."""
+
+from streams.runtime.functions import (  # noqa: F401
+    basic,
+    dedupe,
+    http,
+    meter,
+    sources,
+)

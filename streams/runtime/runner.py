@@ -1,0 +1,442 @@
+"""Running streams for real: realtime batches, batch executions, meter flushes and
+previews, with what they leave behind (node state, counters, errors, log lines).
+
+Everything here runs inside the caller's transaction: the records' new statuses, the
+execution's status or the flush rows' deletion commit with the effects, or nothing does.
+"""
+
+from __future__ import annotations
+
+import datetime
+import logging
+import uuid
+from collections import Counter
+from typing import Any
+
+from django.db import connection
+from django.utils import timezone
+
+from collection.processing import ProcessorRetry
+from common.json import encode
+from streams.models import (
+    NodeCounter,
+    NodeCounterDelta,
+    NodeError,
+    NodeState,
+    PendingFlush,
+    Stream,
+    StreamKey,
+    StreamLogLine,
+    StreamVersion,
+)
+from streams.runtime.base import REGISTRY, Item, NodeContext, fixed_output_id
+from streams.runtime.engine import (
+    FIRST_ERRORS,
+    BatchResult,
+    Failure,
+    Graph,
+    RunSettings,
+    batch_run,
+    graph_compile,
+)
+
+logger = logging.getLogger(__name__)
+
+ONLINE_COLLECTION = "readers/online_collection"
+
+# Compiled graphs by (version id, version saved at): the latest version is rewritten in
+# place on import, so its save time tells a stale entry.
+_graphs: dict[tuple[uuid.UUID, datetime.datetime], Graph] = {}
+_GRAPH_CACHE_SIZE = 256
+
+
+class StateConflict(ProcessorRetry):
+    """Another worker saved a node's state first; the batch is claimed again."""
+
+
+def graph_for(version: StreamVersion) -> Graph:
+    key = (version.pk, version.created_at)
+    graph = _graphs.get(key)
+    if graph is None:
+        keys: dict[str, dict[str, str]] = {}
+        for node_id, kind, value in StreamKey.objects.filter(
+            stream_id=version.stream_id
+        ).values_list("node_id", "kind", "value"):
+            keys.setdefault(node_id, {})[kind] = str(value)
+        graph = graph_compile(
+            operator_id=version.operator_id,
+            stream_id=version.stream_id,
+            version_id=version.pk,
+            config=version.config,
+            keys=keys,
+        )
+        if len(_graphs) >= _GRAPH_CACHE_SIZE:
+            _graphs.clear()
+        _graphs[key] = graph
+    return graph
+
+
+def realtime_versions(*, operator_id, collector_id) -> list[StreamVersion]:
+    """The latest versions of the operator's enabled realtime streams that read this
+    collector (jsonb containment finds the reader node)."""
+    reader = [{"type": ONLINE_COLLECTION, "params": {"collectorId": str(collector_id)}}]
+    return list(
+        StreamVersion.objects.filter(
+            operator_id=operator_id,
+            is_latest=True,
+            stream__enabled=True,
+            stream__processing_type=Stream.ProcessingType.REALTIME,
+            config__nodes__contains=reader,
+        ).order_by("stream__created_at", "stream_id")
+    )
+
+
+# -- State, counters, errors, logs ------------------------------------------------------
+
+
+def states_load(stream_ids) -> tuple[dict, dict]:
+    """Stored node states and their revisions, by (stream id, node id)."""
+    states, revisions = {}, {}
+    for row in NodeState.objects.filter(stream_id__in=list(stream_ids)):
+        states[(row.stream_id, row.node_id)] = row.state
+        revisions[(row.stream_id, row.node_id)] = row.revision
+    return states, revisions
+
+
+def _states_save(graphs_and_results, states, revisions, now) -> None:
+    """Compare-and-set every node state the batch changed."""
+    for graph, result in graphs_and_results:
+        for node_id, ctx in result.contexts.items():
+            key = (graph.stream_id, node_id)
+            if ctx.state == states.get(key, {}):
+                continue
+            revision = revisions.get(key)
+            if revision is None:
+                with connection.cursor() as cursor:
+                    cursor.execute(
+                        f"""
+                        INSERT INTO {NodeState._meta.db_table}
+                            (operator_id, stream_id, node_id, state, revision, updated_at)
+                        VALUES (%s, %s, %s, %s::jsonb, 1, %s)
+                        ON CONFLICT (stream_id, node_id) DO NOTHING
+                        """,  # noqa: S608 (our table)
+                        [
+                            graph.operator_id,
+                            graph.stream_id,
+                            node_id,
+                            encode(ctx.state).decode(),
+                            now,
+                        ],
+                    )
+                    saved = cursor.rowcount
+            else:
+                saved = NodeState.objects.filter(
+                    stream_id=graph.stream_id, node_id=node_id, revision=revision
+                ).update(state=ctx.state, revision=revision + 1, updated_at=now)
+            if not saved:
+                raise StateConflict(f"The state of node {node_id} changed meanwhile.")
+
+
+def _outcome_save(graphs_and_results, failures: dict[int, Failure], now) -> None:
+    """Counter deltas, the last error per node, and log lines."""
+    deltas = []
+    failed_by_node: Counter = Counter(failure.node_id for failure in failures.values())
+    last_failure: dict[str, Failure] = {}
+    for failure in failures.values():
+        last_failure[failure.node_id] = failure
+    for graph, result in graphs_and_results:
+        for node_id, (count_in, count_out, _) in result.counts.items():
+            for kind, count in (
+                (NodeCounter.Kind.IN, count_in + failed_by_node.get(node_id, 0)),
+                (NodeCounter.Kind.OUT, count_out),
+                (NodeCounter.Kind.FAILED, failed_by_node.get(node_id, 0)),
+            ):
+                if count:
+                    deltas.append(
+                        NodeCounterDelta(
+                            operator_id=graph.operator_id,
+                            stream_id=graph.stream_id,
+                            node_id=node_id,
+                            kind=kind,
+                            count=count,
+                        )
+                    )
+        for node_id, failure in last_failure.items():
+            if node_id in graph.nodes:
+                NodeError.objects.update_or_create(
+                    stream_id=graph.stream_id,
+                    node_id=node_id,
+                    defaults={
+                        "operator_id": graph.operator_id,
+                        "node_name": failure.node_name[:200],
+                        "reason": failure.reason,
+                        "at": now,
+                    },
+                )
+        lines = [
+            StreamLogLine(
+                operator_id=graph.operator_id,
+                stream_id=graph.stream_id,
+                node_id=line.node_id,
+                node_name=graph.label(line.node_id)[:200],
+                level=line.level,
+                message=line.message[:2000],
+                payload=line.payload,
+                created_at=now,
+            )
+            for ctx in result.contexts.values()
+            for line in ctx.logs
+        ]
+        if lines:
+            StreamLogLine.objects.bulk_create(lines)
+    if deltas:
+        NodeCounterDelta.objects.bulk_create(deltas)
+
+
+def batch_finish(
+    runs: list[tuple[Graph, dict[str, list[Item]], list[str] | None]],
+    *,
+    run: RunSettings,
+) -> BatchResult:
+    """Run the graphs as one unit and save what they leave behind."""
+    states, revisions = states_load({graph.stream_id for graph, _, _ in runs})
+    outcome = batch_run(runs, states=states, run=run)
+    if run.side_effects:
+        pairs = [(graph, result) for (graph, _, _), result in zip(runs, outcome.final, strict=True)]
+        _states_save(pairs, states, revisions, run.now)
+        _outcome_save(pairs, outcome.failures, run.now)
+    return outcome
+
+
+# -- Realtime: the collection work queue's processor ----------------------------------
+
+
+class RealtimeProcessor:
+    """Runs every enabled realtime stream reading a collector over a claimed batch."""
+
+    def __init__(self, versions: list[StreamVersion]) -> None:
+        self.versions = versions
+
+    def process(self, records) -> dict[int, str]:
+        now = timezone.now()
+        runs = []
+        for version in self.versions:
+            graph = graph_for(version)
+            inputs: dict[str, list[Item]] = {}
+            for node in graph.nodes_of_type(ONLINE_COLLECTION):
+                if str(node.get("params", {}).get("collectorId")) == str(records[0].collector_id):
+                    inputs[node["id"]] = [
+                        Item(_record_payload(record), record.id) for record in records
+                    ]
+            runs.append((graph, inputs, None))
+        outcome = batch_finish(runs, run=RunSettings(now=now))
+        return {origin: failure.describe() for origin, failure in outcome.failures.items()}
+
+
+def _record_payload(record) -> dict[str, Any]:
+    """What a stream sees of a stored record: the record as sent, its envelope fields
+    included (the timestamp as ISO 8601 UTC; empty envelope fields left out)."""
+    payload: dict[str, Any] = {"id": record.record_id, "timestamp": _iso(record.event_time)}
+    for name, value in (
+        ("type", record.type),
+        ("customerId", record.customer_id),
+        ("accountId", record.account_id),
+    ):
+        if value:
+            payload[name] = value
+    if isinstance(record.payload, dict):
+        payload.update(record.payload)
+    return payload
+
+
+def realtime_processor_for(collector) -> RealtimeProcessor | None:
+    versions = realtime_versions(operator_id=collector.operator_id, collector_id=collector.pk)
+    return RealtimeProcessor(versions) if versions else None
+
+
+# -- Counters read back ------------------------------------------------------------------
+
+
+def node_counts(stream_id) -> dict[str, dict[str, int]]:
+    """{node id: {"in", "out", "failed"}}: folded counters plus deltas not folded yet."""
+    counts: dict[str, dict[str, int]] = {}
+    for model in (NodeCounter, NodeCounterDelta):
+        for node_id, kind, count in model.objects.filter(stream_id=stream_id).values_list(
+            "node_id", "kind", "count"
+        ):
+            entry = counts.setdefault(node_id, {"in": 0, "out": 0, "failed": 0})
+            entry[kind] += count
+    return counts
+
+
+def first_errors(failures: dict[int, Failure]) -> list[dict[str, str]]:
+    return [
+        {"nodeId": failure.node_id, "nodeName": failure.node_name, "reason": failure.reason}
+        for failure in list(failures.values())[:FIRST_ERRORS]
+    ]
+
+
+def summarize(outcome: BatchResult) -> dict[str, dict[str, int]]:
+    """Per-node counts of a finished batch, failures included."""
+    failed_by_node: Counter = Counter(failure.node_id for failure in outcome.failures.values())
+    counts: dict[str, dict[str, int]] = {}
+    for result in outcome.final:
+        for node_id, (count_in, count_out, _) in result.counts.items():
+            failed = failed_by_node.get(node_id, 0)
+            counts[node_id] = {"in": count_in + failed, "out": count_out, "failed": failed}
+    return counts
+
+
+def reader_items(graph: Graph, node_id: str, now) -> list[Any]:
+    """What a batch stream's reader produces for one execution."""
+    node = graph.nodes[node_id]
+    ctx = NodeContext(
+        operator_id=graph.operator_id,
+        stream_id=graph.stream_id,
+        version_id=graph.version_id,
+        node=node,
+        now=now,
+    )
+    return REGISTRY[node["type"]](ctx).read()
+
+
+# -- Meter flushes: closed periods down the meter node's `reset` output ------------------
+
+
+def periods_queue_flushes(period_ids: list) -> None:
+    """Reset listener: one pending flush per closed period whose meter belongs to a meter
+    node of an enabled stream (in the reset's transaction)."""
+    from metering.models import MeterPeriod
+
+    with connection.cursor() as cursor:
+        cursor.execute(
+            f"""
+            INSERT INTO {PendingFlush._meta.db_table}
+                (operator_id, stream_id, node_id, period_id, created_at)
+            SELECT p.operator_id, k.stream_id, k.node_id, p.id, now()
+            FROM {MeterPeriod._meta.db_table} p
+            JOIN {StreamKey._meta.db_table} k
+              ON k.kind = %s AND k.value::text = p.meter_key AND k.operator_id = p.operator_id
+            JOIN {Stream._meta.db_table} s ON s.id = k.stream_id AND s.enabled
+            WHERE p.id = ANY(%s::uuid[])
+            ORDER BY p.id
+            ON CONFLICT (stream_id, node_id, period_id) DO NOTHING
+            """,  # noqa: S608 (our tables)
+            [StreamKey.Kind.METER_KEY, list(period_ids)],
+        )
+        queued = cursor.rowcount
+    if queued:
+        from common.tasks import enqueue_on_commit
+
+        enqueue_on_commit("streams.tasks.flushes_run")
+
+
+def flushed_record(period, meter, meter_type) -> dict[str, Any]:
+    """The record a meter node sends down `reset` when a period closes: the meter's
+    fields with the closed period's values (what the reference product calls flushing
+    a metered record)."""
+    from metering.api.serializers import MeterSerializer
+    from streams.runtime.functions.meter import _exact_groups
+
+    # A meter deleted on reset is gone: its period still says everything but its
+    # custom fields.
+    record = dict(MeterSerializer(meter).data) if meter is not None else {}
+    record.update(
+        {
+            "id": str(period.meter_id) if period.meter_id else record.get("id"),
+            "userId": period.user_id,
+            "meterTypeId": str(period.meter_type_id),
+            "meterTypeName": meter_type.name,
+            "timezone": meter_type.timezone,
+            "unit": meter_type.unit,
+            "meterKey": period.meter_key,
+            "value": period.value,
+            "periodStart": _iso(period.period_start),
+            "periodEnd": _iso(period.period_end),
+            "groups": sorted(period.group_breakdowns),
+            "groupBreakdowns": _exact_groups(period.group_breakdowns),
+            "carryFirst": period.carry_first,
+            "carryLast": period.carry_last,
+            "meterMetaData": {
+                "recordCount": period.record_count,
+                "firstEventAt": _iso(period.first_event_at),
+                "lastEventAt": _iso(period.last_event_at),
+            },
+        }
+    )
+    return record
+
+
+def _iso(value):
+    if value is None:
+        return None
+    return value.astimezone(datetime.UTC).isoformat(timespec="milliseconds").replace("+00:00", "Z")
+
+
+def flushes_run(*, limit: int = 500) -> int:
+    """Send pending flushes down their meter nodes' `reset` outputs, a batch per call,
+    each batch in one transaction with the deletion of its rows (SKIP LOCKED: workers
+    take disjoint rows). Returns how many were sent."""
+    from django.db import transaction
+
+    from metering.models import Meter, MeterPeriod, MeterType
+
+    with transaction.atomic():
+        pending = list(
+            PendingFlush.objects.select_for_update(skip_locked=True).order_by("id")[:limit]
+        )
+        if not pending:
+            return 0
+        periods = MeterPeriod.objects.in_bulk([row.period_id for row in pending])
+        meters = Meter.objects.select_related("meter_type").in_bulk(
+            [p.meter_id for p in periods.values() if p.meter_id]
+        )
+        types = MeterType.objects.in_bulk({p.meter_type_id for p in periods.values()})
+        by_stream: dict[uuid.UUID, list[PendingFlush]] = {}
+        for row in pending:
+            by_stream.setdefault(row.stream_id, []).append(row)
+        versions = {
+            v.stream_id: v
+            for v in StreamVersion.objects.filter(stream_id__in=list(by_stream), is_latest=True)
+        }
+        runs = []
+        for stream_id, rows in by_stream.items():
+            version = versions.get(stream_id)
+            if version is None:
+                continue
+            graph = graph_for(version)
+            inputs: dict[str, list[Item]] = {}
+            for index, row in enumerate(rows):
+                node = graph.nodes.get(row.node_id)
+                period = periods.get(row.period_id)
+                if node is None or period is None:
+                    continue
+                reset = fixed_output_id(node, "reset")
+                record = flushed_record(
+                    period, meters.get(period.meter_id), types[period.meter_type_id]
+                )
+                for target in graph.downstream(row.node_id, reset):
+                    inputs.setdefault(target, []).append(Item(record, index + 1))
+            if inputs:
+                only = [node_id for node_id in graph.order if _reachable(graph, inputs, node_id)]
+                runs.append((graph, inputs, only))
+        if runs:
+            batch_finish(runs, run=RunSettings(now=timezone.now()))
+        PendingFlush.objects.filter(pk__in=[row.pk for row in pending]).delete()
+    return len(pending)
+
+
+def _reachable(graph: Graph, starts: dict[str, list[Item]], node_id: str) -> bool:
+    """Whether node_id is one of `starts` or downstream of one."""
+    seen, stack = set(), list(starts)
+    while stack:
+        current = stack.pop()
+        if current == node_id:
+            return True
+        if current in seen:
+            continue
+        seen.add(current)
+        for (source, _), targets in graph.targets.items():
+            if source == current:
+                stack.extend(targets)
+    return False
