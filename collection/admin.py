@@ -103,6 +103,7 @@ class RecordAdmin(admin.ModelAdmin):
         "status_name",
         "event_time",
         "received_at",
+        "failure_reason",
     ]
     list_filter = ["status"]
     list_select_related = ["collector"]

@@ -12,7 +12,16 @@ from common.admin import ReadOnlyInline
 from common.json import InvalidJSON, dumps, dumps_pretty, loads
 from streams import services
 from streams.diagram import stream_svg
-from streams.models import Solution, Stream, StreamKey, StreamVersion
+from streams.models import (
+    NodeError,
+    Solution,
+    Stream,
+    StreamExecution,
+    StreamKey,
+    StreamLogLine,
+    StreamVersion,
+)
+from streams.runtime.runner import node_counts
 from streams.selectors import stream_config_with_keys, stream_version
 
 
@@ -63,7 +72,10 @@ class StreamAdmin(admin.ModelAdmin):
         "description",
         "processing_type",
         "enabled",
+        "schedule",
+        "next_run_at",
         "cas",
+        "node_activity",
         "created_by",
         "updated_by",
         "created_at",
@@ -75,7 +87,7 @@ class StreamAdmin(admin.ModelAdmin):
     ]
     readonly_fields = fields
     inlines = [VersionInline, KeyInline]
-    actions = ["download_exports"]
+    actions = ["download_exports", "execute_now"]
 
     def has_add_permission(self, request) -> bool:
         return False
@@ -114,6 +126,48 @@ class StreamAdmin(admin.ModelAdmin):
             "</thead><tbody>{}</tbody></table>",
             rows,
         )
+
+    @admin.display(description="node activity")
+    def node_activity(self, obj: Stream) -> str:
+        """Per node: records in, out and failed (all time) and the last error."""
+        counts = node_counts(obj.pk)
+        errors = {e.node_id: e for e in NodeError.objects.filter(stream=obj)}
+        rows = format_html_join(
+            "",
+            "<tr><td>{}</td><td><code>{}</code></td><td>{}</td><td>{}</td><td>{}</td>"
+            "<td>{}</td><td>{}</td></tr>",
+            (
+                (
+                    node.get("name", ""),
+                    node.get("id"),
+                    node.get("type"),
+                    counts.get(node.get("id"), {}).get("in", 0),
+                    counts.get(node.get("id"), {}).get("out", 0),
+                    counts.get(node.get("id"), {}).get("failed", 0),
+                    (
+                        f"{errors[node['id']].at:%Y-%m-%d %H:%M:%S} {errors[node['id']].reason}"
+                        if node.get("id") in errors
+                        else ""
+                    ),
+                )
+                for node in stream_version(obj).config.get("nodes", [])
+            ),
+        )
+        return format_html(
+            "<table><thead><tr><th>node</th><th>id</th><th>type</th><th>in</th><th>out</th>"
+            "<th>failed</th><th>last error</th></tr></thead><tbody>{}</tbody></table>",
+            rows,
+        )
+
+    @admin.action(description="Execute the selected batch streams now")
+    def execute_now(self, request, queryset) -> None:
+        for stream in queryset:
+            try:
+                services.execution_create(stream=stream, trigger=StreamExecution.Trigger.ADMIN)
+            except services.StreamConflict as exc:
+                self.message_user(request, f"{stream.name}: {exc}", messages.ERROR)
+            else:
+                self.message_user(request, f"{stream.name}: execution queued.", messages.SUCCESS)
 
     @admin.display(description="latest configuration")
     def latest_configuration(self, obj: Stream) -> str:
@@ -193,3 +247,87 @@ class StreamImportForm(forms.Form):
             return loads(upload.read())
         except InvalidJSON as exc:
             raise forms.ValidationError(f"Not a stream export: {exc.message}") from None
+
+
+@admin.register(StreamExecution)
+class StreamExecutionAdmin(admin.ModelAdmin):
+    """Batch executions: read only (run one with the streams list's action)."""
+
+    list_display = [
+        "stream",
+        "status",
+        "trigger",
+        "created_at",
+        "started_at",
+        "ended_at",
+        "records_read",
+        "records_failed",
+    ]
+    list_filter = ["status", "trigger", "operator"]
+    list_select_related = ["stream"]
+    search_fields = ["=id", "stream__name"]
+    fields = [
+        "id",
+        "operator",
+        "stream",
+        "status",
+        "trigger",
+        "created_at",
+        "started_at",
+        "ended_at",
+        "records_read",
+        "records_failed",
+        "counts_table",
+        "errors_list",
+    ]
+    readonly_fields = fields
+
+    def has_add_permission(self, request) -> bool:
+        return False
+
+    def has_change_permission(self, request, obj=None) -> bool:
+        return False
+
+    @admin.display(description="per node")
+    def counts_table(self, obj: StreamExecution) -> str:
+        return format_html("<pre>{}</pre>", dumps_pretty(obj.node_counts))
+
+    @admin.display(description="first errors")
+    def errors_list(self, obj: StreamExecution) -> str:
+        return format_html("<pre>{}</pre>", dumps_pretty(obj.errors))
+
+
+@admin.register(StreamLogLine)
+class StreamLogLineAdmin(admin.ModelAdmin):
+    """A stream's log (writers/log and script log calls), newest first."""
+
+    list_display = ["created_at", "stream", "node_name", "level", "short_message"]
+    list_filter = ["level", "operator"]
+    list_select_related = ["stream"]
+    search_fields = ["=stream__id", "node_id", "node_name"]
+    fields = [
+        "created_at",
+        "operator",
+        "stream",
+        "node_id",
+        "node_name",
+        "level",
+        "message",
+        "payload_json",
+    ]
+    readonly_fields = fields
+    show_full_result_count = False
+
+    def has_add_permission(self, request) -> bool:
+        return False
+
+    def has_change_permission(self, request, obj=None) -> bool:
+        return False
+
+    @admin.display(description="message")
+    def short_message(self, obj: StreamLogLine) -> str:
+        return obj.message[:120]
+
+    @admin.display(description="payload")
+    def payload_json(self, obj: StreamLogLine) -> str:
+        return format_html("<pre>{}</pre>", dumps_pretty(obj.payload))

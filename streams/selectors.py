@@ -203,3 +203,45 @@ def versions_referencing(stream: Stream, versions: QuerySet, refs) -> QuerySet:
         for node_id in keys.values_list("node_id", flat=True):
             condition |= Q(config__nodes__contains=[{"id": node_id}])
     return versions.filter(condition)
+
+
+def execution_document(execution) -> dict[str, Any]:
+    """An execution as the API answers it."""
+    return {
+        "id": str(execution.pk),
+        "streamId": str(execution.stream_id),
+        "status": execution.status,
+        "trigger": execution.trigger,
+        "createdAt": execution.created_at,
+        "startedAt": execution.started_at,
+        "endedAt": execution.ended_at,
+        "recordsRead": execution.records_read,
+        "recordsFailed": execution.records_failed,
+        "nodes": execution.node_counts,
+        "errors": execution.errors,
+    }
+
+
+def log_page(stream, *, before: int | None, limit: int) -> tuple[list[dict[str, Any]], int | None]:
+    """The stream's log, newest first, `limit` lines older than line `before`."""
+    from streams.models import StreamLogLine
+
+    lines = StreamLogLine.objects.filter(operator_id=stream.operator_id, stream=stream)
+    if before is not None:
+        lines = lines.filter(id__lt=before)
+    page = list(lines.order_by("-id")[: limit + 1])
+    more = len(page) > limit
+    page = page[:limit]
+    documents = [
+        {
+            "id": line.id,
+            "nodeId": line.node_id,
+            "nodeName": line.node_name,
+            "level": line.level,
+            "message": line.message,
+            "payload": line.payload,
+            "createdAt": line.created_at,
+        }
+        for line in page
+    ]
+    return documents, (page[-1].id if more and page else None)

@@ -110,3 +110,83 @@ FUNCTIONS = {
     },
     "required": ["functions"],
 }
+_COUNTS = {
+    "type": "object",
+    "properties": {key: {"type": "integer"} for key in ("in", "out", "failed")},
+}
+_ERROR = {
+    "type": "object",
+    "properties": {
+        "nodeId": {"type": "string"},
+        "nodeName": {"type": "string"},
+        "reason": {"type": "string"},
+    },
+}
+EXECUTION = {
+    "type": "object",
+    "properties": {
+        "id": {"type": "string", "format": "uuid"},
+        "streamId": {"type": "string", "format": "uuid"},
+        "status": {"type": "string", "enum": ["QUEUED", "RUNNING", "SUCCEEDED", "FAILED"]},
+        "trigger": {"type": "string", "enum": ["api", "admin", "schedule"]},
+        "createdAt": {"type": "string", "format": "date-time"},
+        "startedAt": {"type": "string", "format": "date-time", "nullable": True},
+        "endedAt": {"type": "string", "format": "date-time", "nullable": True},
+        "recordsRead": {"type": "integer"},
+        "recordsFailed": {"type": "integer"},
+        "nodes": {"type": "object", "additionalProperties": _COUNTS},
+        "errors": {"type": "array", "items": _ERROR},
+    },
+}
+EXECUTIONS = {
+    "type": "object",
+    "properties": {"executions": {"type": "array", "items": EXECUTION}},
+    "required": ["executions"],
+}
+LOGS = {
+    "type": "object",
+    "properties": {
+        "logs": {
+            "type": "array",
+            "items": {
+                "type": "object",
+                "properties": {
+                    "id": {"type": "integer"},
+                    "nodeId": {"type": "string"},
+                    "nodeName": {"type": "string"},
+                    "level": {"type": "string", "enum": ["info", "warn", "error"]},
+                    "message": {"type": "string"},
+                    "payload": {"nullable": True},
+                    "createdAt": {"type": "string", "format": "date-time"},
+                },
+            },
+        },
+        "nextCursor": {"type": "integer", "nullable": True},
+    },
+    "required": ["logs"],
+}
+PREVIEW = {
+    "type": "object",
+    "properties": {
+        "nodes": {
+            "type": "array",
+            "items": {
+                "type": "object",
+                "properties": {
+                    "nodeId": {"type": "string"},
+                    "name": {"type": "string"},
+                    "type": {"type": "string"},
+                    "in": {"type": "integer"},
+                    "out": {"type": "integer"},
+                    "failed": {"type": "integer"},
+                    "inputs": {"type": "array", "items": {}},
+                    "outputs": {"type": "array", "items": {"type": "object"}},
+                    "logs": {"type": "array", "items": {"type": "object"}},
+                },
+            },
+        },
+        "failures": {"type": "array", "items": {"type": "object"}},
+        "meterChanges": {"type": "array", "items": {"type": "object"}},
+        "changes": {"type": "array", "items": {"type": "object"}},
+    },
+}

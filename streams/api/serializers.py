@@ -5,7 +5,7 @@ from rest_framework import serializers
 from common.api.serializers import StrictCharField, TallyModelSerializer, TallySerializer
 from metering.schedule import cron_problem
 from streams.models import Solution, Stream
-from streams.services import ON_NAME_CONFLICT
+from streams.services import ON_NAME_CONFLICT, PREVIEW_MAX_RECORDS
 
 
 class StreamImportSerializer(TallySerializer):
@@ -50,4 +50,27 @@ class StreamUpdateSerializer(TallySerializer):
     def validate(self, attrs):
         if not attrs:
             raise serializers.ValidationError("Send at least one field to change.")
+        return attrs
+
+
+class StreamPreviewSerializer(TallySerializer):
+    """Records to preview with (JSON objects), or how many of the collector's last
+    records to take; neither: a batch stream's readers produce the records."""
+
+    records = serializers.ListField(
+        child=serializers.JSONField(), required=False, max_length=PREVIEW_MAX_RECORDS
+    )
+    last_records = serializers.IntegerField(
+        required=False, min_value=1, max_value=PREVIEW_MAX_RECORDS
+    )
+
+    def validate_records(self, value):
+        for index, record in enumerate(value):
+            if not isinstance(record, dict):
+                raise serializers.ValidationError(f"Item {index} must be a JSON object.")
+        return value
+
+    def validate(self, attrs):
+        if "records" in attrs and "last_records" in attrs:
+            raise serializers.ValidationError("Send records or lastRecords, not both.")
         return attrs

@@ -26,6 +26,19 @@ urlpatterns = [
         StreamViewSet.as_view({"get": "versions"}),
         name="stream-versions",
     ),
+    path(
+        f"{BASE}/streams/<str:pk>/executions",
+        StreamViewSet.as_view({"get": "executions", "post": "execute"}),
+        name="stream-executions",
+    ),
+    path(
+        f"{BASE}/streams/<str:pk>/logs", StreamViewSet.as_view({"get": "logs"}), name="stream-logs"
+    ),
+    path(
+        f"{BASE}/streams/<str:pk>/preview",
+        StreamViewSet.as_view({"post": "preview"}),
+        name="stream-preview",
+    ),
     path(f"{BASE}/functions", FunctionViewSet.as_view({"get": "catalogue"}), name="functions"),
     path(f"{BASE}/solutions", SolutionViewSet.as_view({"get": "list"}), name="solutions"),
 ]

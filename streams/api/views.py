@@ -16,10 +16,11 @@ from streams.api import schema
 from streams.api.serializers import (
     SolutionSerializer,
     StreamImportSerializer,
+    StreamPreviewSerializer,
     StreamUpdateSerializer,
 )
 from streams.catalogue import catalogue_json
-from streams.models import Solution, Stream
+from streams.models import Solution, Stream, StreamExecution
 from tenants.api.base import OperatorViewSet
 
 READ, WRITE = "stream-management:read:streams", "stream-management:write:streams"
@@ -62,6 +63,10 @@ class StreamViewSet(OperatorViewSet):
         "versions": READ,
         "import_stream": WRITE,
         "partial_update": WRITE,
+        "executions": READ,
+        "execute": WRITE,
+        "logs": READ,
+        "preview": WRITE,
     }
     rate_limit_group = "streams"
     max_body_bytes = MAX_IMPORT_BYTES
@@ -201,6 +206,66 @@ class StreamViewSet(OperatorViewSet):
             {"importAction": result.action, "stream": document, "tag": result.tag},
             status=status,
         )
+
+    @extend_schema(
+        operation_id="streams_executions",
+        parameters=[OpenApiParameter("limit", int, description=f"At most {MAX_LIMIT}.")],
+        responses={200: schema.EXECUTIONS},
+    )
+    @action(detail=True, methods=["get"])
+    def executions(self, request: Request, pk: str) -> Response:
+        """Tally's extension: the stream's batch executions, newest first."""
+        stream = self.get_object()
+        limit = query_int(request, "limit", DEFAULT_LIMIT, MAX_LIMIT)
+        found = StreamExecution.objects.filter(
+            operator_id=stream.operator_id, stream=stream
+        ).order_by("-created_at", "-id")[:limit]
+        return Response({"executions": [selectors.execution_document(e) for e in found]})
+
+    @extend_schema(operation_id="streams_execute", request=None, responses={202: schema.EXECUTION})
+    @action(detail=True, methods=["post"])
+    def execute(self, request: Request, pk: str) -> Response:
+        """Tally's extension: run a batch stream now. Answers 202 with the execution
+        (QUEUED; then RUNNING, SUCCEEDED or FAILED); a realtime stream, or one with a
+        node that cannot run, is a 409."""
+        stream = self.get_object()
+        execution = services.execution_create(stream=stream, trigger=StreamExecution.Trigger.API)
+        return Response(selectors.execution_document(execution), status=202)
+
+    @extend_schema(
+        operation_id="streams_logs",
+        parameters=[
+            OpenApiParameter("before", int, description="nextCursor of the previous page."),
+            OpenApiParameter("limit", int, description=f"At most {MAX_LIMIT}."),
+        ],
+        responses={200: schema.LOGS},
+    )
+    @action(detail=True, methods=["get"])
+    def logs(self, request: Request, pk: str) -> Response:
+        """Tally's extension: the stream's log (writers/log records and script log
+        lines), newest first; the newest lines are kept (TALLY_STREAM_LOG_MAX_LINES)."""
+        stream = self.get_object()
+        limit = query_int(request, "limit", DEFAULT_LIMIT, MAX_LIMIT)
+        before = query_int(request, "before", 0) or None
+        lines, cursor = selectors.log_page(stream, before=before, limit=limit)
+        return Response({"logs": lines, "nextCursor": cursor})
+
+    @extend_schema(
+        operation_id="streams_preview",
+        request=StreamPreviewSerializer,
+        responses={200: schema.PREVIEW},
+    )
+    @action(detail=True, methods=["post"])
+    def preview(self, request: Request, pk: str) -> Response:
+        """Tally's extension: run the stream over some records with no side effects."""
+        stream = self.get_object()
+        serializer = StreamPreviewSerializer(data=request.data)
+        serializer.is_valid(raise_exception=True)
+        data = serializer.validated_data
+        result = services.stream_preview(
+            stream=stream, records=data.get("records"), last_records=data.get("last_records")
+        )
+        return Response(result)
 
     def _version(self, stream: Stream):
         try:
