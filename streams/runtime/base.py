@@ -111,6 +111,11 @@ class Function:
     batches itself (a compiled script)."""
 
     type: ClassVar[str]
+    # True for functions whose results may differ from one run to the next (a script
+    # reading the clock, counting in its state): when the engine runs a batch again
+    # without the records that failed, it replays what such a node emitted for each
+    # surviving record, and its state, instead of running it again.
+    replay_on_rerun: ClassVar[bool] = False
 
     def __init__(self, ctx: NodeContext) -> None:
         self.ctx = ctx

@@ -189,7 +189,10 @@ def graph_run(
         emit = Emit()
         try:
             if items:
-                function.process(items, emit)
+                if function.replay_on_rerun:
+                    _process_replaying(function, items, emit, ctx)
+                else:
+                    function.process(items, emit)
             function.finish(emit, end_of_execution=run.end_of_execution)
         except DatabaseError:
             raise  # the transaction is unusable: the caller decides
@@ -229,6 +232,43 @@ def graph_run(
         failed_here = sum(1 for failure in result.failures.values() if failure.node_id == node_id)
         result.counts[node_id] = [len(items), out, failed_here]
     return result
+
+
+def _process_replaying(function, items: list[Item], emit: Emit, ctx: NodeContext) -> None:
+    """Run a replayed function (see Function.replay_on_rerun). The first pass records
+    what it emitted per origin and the state it ended with; later passes of the same
+    batch emit those records again for the origins they still hold, and run the function
+    only for items it has not seen (starting from the recorded state)."""
+    memo = ctx.memo
+    seen: dict[int, list[tuple[str | None, Any]]] | None = memo.get("replay")
+    if seen is None:
+        function.process(items, emit)
+        recorded: dict[int, list[tuple[str | None, Any]]] = {item.origin: [] for item in items}
+        for output, produced in emit.outputs.items():
+            for item in produced:
+                recorded.setdefault(item.origin, []).append((output, copy.deepcopy(item.payload)))
+        memo["replay"] = recorded
+        memo["state"] = copy.deepcopy(ctx.state)
+        return
+    ctx.state.clear()
+    ctx.state.update(copy.deepcopy(memo["state"]))
+    fresh = [item for item in items if item.origin not in seen]
+    replayed: set[int] = set()
+    for item in items:
+        if item.origin in seen and item.origin not in replayed:
+            replayed.add(item.origin)
+            for output, payload in seen[item.origin]:
+                emit(Item(copy.deepcopy(payload), item.origin), output)
+    if fresh:
+        extra = Emit()
+        function.process(fresh, extra)
+        for output, produced in extra.outputs.items():
+            for item in produced:
+                emit(item, output)
+                seen.setdefault(item.origin, []).append((output, copy.deepcopy(item.payload)))
+        for origin, reason in extra.failed.items():
+            emit.failed.setdefault(origin, reason)
+        memo["state"] = copy.deepcopy(ctx.state)
 
 
 @dataclass
