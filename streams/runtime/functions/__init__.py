@@ -6,5 +6,6 @@ from streams.runtime.functions import (  # noqa: F401
     dedupe,
     http,
     meter,
+    script,
     sources,
 )
