@@ -335,7 +335,9 @@ def test_resource_refs_find_streams_by_what_they_use(client, solution_id, acme, 
 
 
 def test_patch_changes_settings_and_refuses_to_enable_what_cannot_run(client, solution_id):
-    stream = import_stream(client, solution_id, fixture("purge-meters.json")).json()["stream"]
+    # The aggregators wait for aggregation stores: this export cannot run yet.
+    config = fixture("cultflicks-video-streaming.json")
+    stream = import_stream(client, solution_id, config).json()["stream"]
     url = f"{BASE}/streams/{stream['id']}"
     changed = client.patch(url, {"processingType": "batch", "schedule": "0 * * * *"})
     assert changed.status_code == 200, changed.content
@@ -344,6 +346,7 @@ def test_patch_changes_settings_and_refuses_to_enable_what_cannot_run(client, so
 
     refused = assert_error_body(client.patch(url, {"enabled": True}), 409)
     assert "cannot run yet" in refused["message"]
+    assert "transforms/data_aggregate" in refused["message"]
     assert client.get(url).json()["enabled"] is False
     for bad, field in [
         ({"schedule": "61 * * * *"}, "schedule"),

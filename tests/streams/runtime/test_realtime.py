@@ -336,3 +336,20 @@ def test_deduplicate_keys_are_kept_per_stream_and_node(client, setup):
     counts = node_counts(stream["id"])
     assert counts["dedupe"] == {"in": 4, "out": 2, "failed": 0}
 
+
+def test_a_stream_never_reads_another_operators_collector(client, setup, globex, api_client):
+    """Even a configuration written past the import checks (straight into the database)
+    does not make another operator's records reach a stream."""
+    from streams.models import StreamVersion
+
+    other = api_client(globex.token)
+    their_collector = create_collector(other, "Theirs")
+    theirs = import_stream(other, simple_stream(their_collector["id"], name="Sneaky"))
+    set_stream(other, theirs["id"], enabled=True)
+    version = StreamVersion.objects.get(stream_id=theirs["id"], is_latest=True)
+    version.config = simple_stream(setup["collector"]["id"], name="Sneaky")
+    version.save()
+    ingest(client, setup["collector"]["id"], [printer("a", 101, 4)])
+    process_all(setup["collector"]["id"])
+    assert not NodeCounterDelta.objects.filter(stream_id=theirs["id"]).exists()
+    assert meter_values(client, setup["key"])["101"] == 4
