@@ -205,6 +205,7 @@ def records_process_batch(*, collector_id: str, now: datetime | None = None) -> 
         return 0
     try:
         with transaction.atomic():
+            _claim_hold(claim)
             try:
                 with transaction.atomic():
                     failures = processor.process(claim.records) or {}
@@ -229,6 +230,27 @@ def records_process_batch(*, collector_id: str, now: datetime | None = None) -> 
         _claim_release(claim)
         return 0
     return len(claim.records)
+
+
+def _claim_hold(claim: Claim) -> None:
+    """Lock the claimed rows for the rest of the processing transaction. A batch that
+    runs past the claim timeout (a slow HTTP node) is then skipped by other workers'
+    claims (SKIP LOCKED) for as long as its worker lives; if the worker dies, its
+    transaction ends, the locks go, and the timed-out claim is taken over."""
+    with connection.cursor() as cursor:
+        cursor.execute(
+            """
+            SELECT id FROM collection_record
+            WHERE id = ANY(%s) AND status = 2 AND claimed_at = %s
+            FOR UPDATE
+            """,
+            [[record.id for record in claim.records], claim.claimed_at],
+        )
+        held = len(cursor.fetchall())
+    if held != len(claim.records):
+        raise ClaimLost(
+            f"{len(claim.records) - held} of {len(claim.records)} records were claimed again."
+        )
 
 
 def _process_one_by_one(processor, records: list[Record]) -> dict[int, str]:

@@ -318,3 +318,44 @@ def test_the_pending_sweep_queues_collectors_with_queued_records(
     tasks.records_process_pending()
     assert sorted(queued) == [("process", str(collector.pk)), ("provision", str(creating.pk))]
     assert str(idle.pk) not in {c for _, c in queued}
+
+
+@pytest.mark.django_db(transaction=True)
+def test_a_slow_batch_past_the_claim_timeout_is_not_taken_over_while_its_worker_lives(
+    client, collector, settings
+):
+    """While a worker is still processing (a slow stream), another worker's claim after
+    the timeout finds nothing: the claimed rows are locked by the live transaction."""
+    import threading
+
+    from django.db import connections
+
+    send(client, collector, 3)
+    timeout = settings.TALLY["COLLECTION"]["CLAIM_TIMEOUT_SECONDS"]
+    stolen: list[int] = []
+
+    class SlowProcessor:
+        def process(self, records):
+            def other_worker():
+                later = timezone.now() + timedelta(seconds=timeout + 60)
+                try:
+                    claim = records_claim(collector_id=str(collector.pk), now=later)
+                    stolen.append(len(claim.records))
+                finally:
+                    connections.close_all()
+
+            thread = threading.Thread(target=other_worker)
+            thread.start()
+            thread.join(timeout=30)
+            return {}
+
+    def resolve(candidate):
+        return SlowProcessor() if candidate.pk == collector.pk else None
+
+    register_resolver(resolve)
+    try:
+        assert records_process_batch(collector_id=str(collector.pk)) == 3
+    finally:
+        unregister_resolver(resolve)
+    assert stolen == [0]
+    assert statuses(collector) == {Record.Status.PROCESSED: 3}

@@ -38,6 +38,10 @@ The rules Tally settles where the reference product's export leaves them implici
   are `useCache` / `cacheSeconds` (off in every real export): each record is one call.
 * Every request that leaves Tally (token requests and redirect hops included) counts as
   a gateway request of the operator on the connection `<stream id>:<node id>`.
+* Delivery is at least once: within a batch a request is never repeated (re-run passes
+  reuse its answer), but a batch whose worker dies is processed again, requests
+  included. An API that must not see a request twice should be given an idempotency key
+  in a header (`${payload.id}`, say).
 """
 
 from __future__ import annotations
