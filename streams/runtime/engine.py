@@ -320,13 +320,12 @@ def batch_run(
             results.append(result)
             for origin, failure in result.failures.items():
                 new.setdefault(origin, failure)
+        # A preview writes nothing, so it has nothing to roll back: one pass shows the
+        # failures and the records that got through alike.
         if not new or not run.side_effects:
             if savepoint is not None:
                 transaction.savepoint_commit(savepoint)
             failures.update(new)
-            if not run.side_effects:
-                # A preview shows the failures and the records that got through alike.
-                pass
             return BatchResult(failures, results, passes)
         transaction.savepoint_rollback(savepoint)
         failures.update(new)

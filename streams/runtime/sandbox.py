@@ -24,6 +24,9 @@ deadline, and on expiry closes the isolate, which terminates whatever still runs
 
 from __future__ import annotations
 
+import asyncio
+import concurrent.futures
+import functools
 import hashlib
 import threading
 import time
@@ -288,6 +291,18 @@ def run_script(
 ) -> BatchOutcome:
     """Run `source` over a batch with the cached runner for this node. Never raises
     for the script's sake: whatever goes wrong fails records, with the reason."""
+    call = functools.partial(_run_cached, operator_id, version_id, node_id, source, payloads, state)
+    try:
+        asyncio.get_running_loop()
+    except RuntimeError:
+        return call()
+    # mini-racer's synchronous calls refuse to run in a thread whose asyncio loop is
+    # running (an ASGI server, a test driving a browser): such callers lend a thread.
+    with concurrent.futures.ThreadPoolExecutor(max_workers=1) as pool:
+        return pool.submit(call).result()
+
+
+def _run_cached(operator_id, version_id, node_id, source, payloads, state) -> BatchOutcome:
     for _attempt in range(2):
         try:
             runner = runners.get(

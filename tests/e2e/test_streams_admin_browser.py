@@ -38,3 +38,45 @@ def test_staff_import_a_stream_and_see_its_diagram(live_server, staff_page, tmp_
 
     assert (tmp_path / "stream.png").stat().st_size > 0
     assert Stream.objects.get().created_by["type"] == "user"
+
+
+PRINTING = FIXTURE.with_name("printing-as-a-service-with-metering.json")
+
+
+@pytest.mark.e2e
+@pytest.mark.django_db(transaction=True)
+def test_staff_execute_a_batch_stream_and_read_what_it_did(live_server, staff_page, tmp_path):
+    """Import the printing example, run it from the list's action, then read the node
+    activity, the execution and the failed record's node and reason in the browser."""
+    from streams import services
+    from streams.models import StreamExecution
+
+    operator = operator_create(name="Printing Co")
+    solution = solution_default(operator=operator)
+    page = staff_page(viewport={"width": 1500, "height": 1100})
+    page.goto(f"{live_server.url}/admin/streams/stream/import/")
+    page.select_option("#id_solution", str(solution.pk))
+    page.set_input_files("#id_file", str(PRINTING))
+    page.click("input[type=submit]")
+    page.wait_for_url("**/change/")
+    stream = Stream.objects.get()
+    services.stream_update(
+        stream=stream, actor={"type": "user", "id": "t", "name": "t"}, processing_type="batch"
+    )
+
+    page.goto(f"{live_server.url}/admin/streams/stream/")
+    page.check(f"input[name=_selected_action][value='{stream.pk}']")
+    page.select_option("select[name=action]", "execute_now")
+    page.click("button[name=index]")
+    page.locator("text=execution queued").wait_for(timeout=10_000)
+    (execution,) = StreamExecution.objects.all()
+    services.execution_run(execution_id=execution.pk)  # what the worker does
+
+    page.goto(f"{live_server.url}/admin/streams/streamexecution/{execution.pk}/change/")
+    page.locator("text=SUCCEEDED").first.wait_for(timeout=10_000)
+    page.goto(f"{live_server.url}/admin/streams/stream/{stream.pk}/change/")
+    activity = page.locator("tr", has_text="Simulate Usage").first
+    assert activity.is_visible()
+    # No meters are provisioned: the meter node fails every valid record, and says why.
+    assert page.locator("text=No meter for user").first.is_visible()
+    page.screenshot(path=str(tmp_path / "activity.png"), full_page=True)

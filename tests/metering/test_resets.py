@@ -230,8 +230,9 @@ def test_a_batch_of_meters_is_closed_in_a_fixed_number_of_queries(acme, django_a
         make_meter(meter_type, user_id=f"user-{index}", at=utc(2026, 5, 1, 9, 30))
 
     # SELECT … FOR UPDATE, SELECT meter types, INSERT periods with their notifications,
-    # UPDATE meters; and the savepoint that stands in for the batch's transaction here.
-    with django_assert_num_queries(4 + 2):
+    # UPDATE meters, INSERT the stream runtime's pending flushes (its period listener);
+    # and the savepoint that stands in for the batch's transaction here.
+    with django_assert_num_queries(5 + 2):
         assert meters_reset_due(now=utc(2026, 5, 1, 12)) == 60
 
 

@@ -256,3 +256,16 @@ def test_the_compiled_script_is_reused_for_the_same_node():
     )
     assert first is second
     assert changed is not first
+
+
+def test_scripts_run_for_callers_inside_a_running_event_loop():
+    """An ASGI server or a browser-driving test calls with an asyncio loop running in
+    its thread, where mini-racer's synchronous calls refuse to work."""
+    import asyncio
+
+    async def caller():
+        return run(script_context("payload.n += 1; await push(payload)"), [{"n": 1}])
+
+    emit = asyncio.run(caller())
+    assert pushed(emit) == [{"n": 2}]
+    assert not emit.failed
