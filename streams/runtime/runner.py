@@ -14,6 +14,7 @@ from collections import Counter
 from typing import Any
 
 from django.db import connection
+from django.db.models import Q
 from django.utils import timezone
 
 from collection.processing import ProcessorRetry
@@ -305,7 +306,8 @@ def reader_items(graph: Graph, node_id: str, now) -> list[Any]:
 
 def periods_queue_flushes(period_ids: list) -> None:
     """Reset listener: one pending flush per closed period whose meter belongs to a meter
-    node of an enabled stream (in the reset's transaction)."""
+    node of a stream (in the reset's transaction). A disabled realtime stream's flushes
+    wait until it is enabled again: a closed period is never dropped."""
     from metering.models import MeterPeriod
 
     with connection.cursor() as cursor:
@@ -317,7 +319,6 @@ def periods_queue_flushes(period_ids: list) -> None:
             FROM {MeterPeriod._meta.db_table} p
             JOIN {StreamKey._meta.db_table} k
               ON k.kind = %s AND k.value::text = p.meter_key AND k.operator_id = p.operator_id
-            JOIN {Stream._meta.db_table} s ON s.id = k.stream_id AND s.enabled
             WHERE p.id = ANY(%s::uuid[])
             ORDER BY p.id
             ON CONFLICT (stream_id, node_id, period_id) DO NOTHING
@@ -382,8 +383,11 @@ def flushes_run(*, limit: int = 500) -> int:
     from metering.models import Meter, MeterPeriod, MeterType
 
     with transaction.atomic():
+        runnable = Q(stream__enabled=True) | Q(stream__processing_type=Stream.ProcessingType.BATCH)
         pending = list(
-            PendingFlush.objects.select_for_update(skip_locked=True).order_by("id")[:limit]
+            PendingFlush.objects.select_for_update(skip_locked=True, of=("self",))
+            .filter(runnable)
+            .order_by("id")[:limit]
         )
         if not pending:
             return 0

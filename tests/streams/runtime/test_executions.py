@@ -160,3 +160,55 @@ def test_staff_execute_from_the_admin_and_see_node_activity(client, batch_stream
     ).content.decode()
     assert "SUCCEEDED" in execution_page
     assert browser.get("/admin/streams/streamlogline/").status_code == 200
+
+
+def test_a_meter_flushed_at_the_end_of_each_execution(client):
+    """flushType "STREAM_EXECUTION": each execution closes the node's meters' periods,
+    and the flushed records go down the reset output."""
+    from tests.streams.runtime.helpers import (
+        PRINTING_TYPE,
+        create_meter,
+        create_meter_type,
+        meter_key,
+        meter_values,
+    )
+
+    config = {
+        "name": "Per execution",
+        "nodes": [
+            {"id": "count", "type": "readers/counter", "params": {"max": 4}},
+            {
+                "id": "user",
+                "type": "transforms/script",
+                "params": {"transform": "payload.userId = 'u1'; await push(payload);"},
+            },
+            {
+                "id": "meter",
+                "name": "Meter",
+                "type": "transforms/meter",
+                "params": {
+                    "flushType": "STREAM_EXECUTION",
+                    "guidingRules": [{"matchCategory": "Printing", "ignoreCondition": True}],
+                    "multiOutput": {"fixed": {"reset": {"id": "r"}, "threshold": {"id": "t"}}},
+                },
+            },
+            {"id": "billing", "name": "Billing", "type": "writers/log", "params": {}},
+        ],
+        "edges": [
+            {"id": "e1", "from": "count", "to": "user"},
+            {"id": "e2", "from": "user", "to": "meter"},
+            {"id": "e3", "from": "meter", "to": "billing", "output": "r"},
+        ],
+    }
+    stream = import_stream(client, config)
+    set_stream(client, stream["id"], processingType="batch")
+    key = meter_key(client, stream["id"])
+    meter_type = create_meter_type(client, PRINTING_TYPE)
+    create_meter(client, {"userId": "u1", "meterKey": key, "meterTypeId": meter_type["id"]})
+    for _ in range(2):
+        tasks.execution_run(client.post(f"{STREAMS}/{stream['id']}/executions").json()["id"])
+        tasks.flushes_run()
+    assert meter_values(client, key) == {"u1": 0}
+    flushed = [line.payload for line in StreamLogLine.objects.order_by("id")]
+    assert [record["value"] for record in flushed] == [10, 10]
+    assert flushed[0]["periodEnd"] <= flushed[1]["periodStart"]

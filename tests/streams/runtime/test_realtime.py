@@ -353,3 +353,16 @@ def test_a_stream_never_reads_another_operators_collector(client, setup, globex,
     process_all(setup["collector"]["id"])
     assert not NodeCounterDelta.objects.filter(stream_id=theirs["id"]).exists()
     assert meter_values(client, setup["key"])["101"] == 4
+
+
+def test_a_disabled_streams_flushes_wait_until_it_is_enabled(client, setup):
+    set_stream(client, setup["stream"]["id"], enabled=False)
+    Meter.objects.filter(meter_key=setup["key"]).update(
+        period_end=timezone.now() - timedelta(seconds=1)
+    )
+    meters_reset_due()
+    assert flushes_run() == 0
+    assert PendingFlush.objects.count() == 3
+    set_stream(client, setup["stream"]["id"], enabled=True)
+    assert flushes_run() == 3
+    assert StreamLogLine.objects.filter(node_id="billing").count() == 3
