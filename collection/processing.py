@@ -16,7 +16,8 @@ from collections.abc import Callable
 from typing import TYPE_CHECKING, Protocol
 
 if TYPE_CHECKING:
-    from collection.models import Collector, Record
+    from collection.models import Collector
+    from collection.services.work_queue import ClaimedRecord
 
 
 class ProcessorRetry(Exception):
@@ -25,7 +26,7 @@ class ProcessorRetry(Exception):
 
 
 class Processor(Protocol):
-    def process(self, records: list[Record]) -> dict[int, str]:
+    def process(self, records: list[ClaimedRecord]) -> dict[int, str]:
         """Process the batch; return {record pk: reason} for the records that failed."""
 
 

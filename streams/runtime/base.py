@@ -108,7 +108,11 @@ class Emit:
 class Function:
     """A node's behaviour. One instance per node per batch run (state lives in the
     context, not the instance), except where a subclass caches something costly across
-    batches itself (a compiled script)."""
+    batches itself (a compiled script).
+
+    A function never changes the payloads it is given: it emits new objects (copying
+    only what it changes). The engine relies on it to hand one payload to a branch
+    without copying it, and to replay a node's output."""
 
     type: ClassVar[str]
     # True for functions whose results may differ from one run to the next (a script

@@ -243,10 +243,12 @@ def _process_replaying(function, items: list[Item], emit: Emit, ctx: NodeContext
     seen: dict[int, list[tuple[str | None, Any]]] | None = memo.get("replay")
     if seen is None:
         function.process(items, emit)
+        # Functions never change their input (base.py), so the emitted payloads can be
+        # kept as they are; a replay hands out copies.
         recorded: dict[int, list[tuple[str | None, Any]]] = {item.origin: [] for item in items}
         for output, produced in emit.outputs.items():
             for item in produced:
-                recorded.setdefault(item.origin, []).append((output, copy.deepcopy(item.payload)))
+                recorded.setdefault(item.origin, []).append((output, item.payload))
         memo["replay"] = recorded
         memo["state"] = copy.deepcopy(ctx.state)
         return
@@ -265,7 +267,7 @@ def _process_replaying(function, items: list[Item], emit: Emit, ctx: NodeContext
         for output, produced in extra.outputs.items():
             for item in produced:
                 emit(item, output)
-                seen.setdefault(item.origin, []).append((output, copy.deepcopy(item.payload)))
+                seen.setdefault(item.origin, []).append((output, item.payload))
         for origin, reason in extra.failed.items():
             emit.failed.setdefault(origin, reason)
         memo["state"] = copy.deepcopy(ctx.state)

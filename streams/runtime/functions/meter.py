@@ -21,7 +21,7 @@ import datetime
 from decimal import Decimal, InvalidOperation
 from typing import Any
 
-from django.db.models import Q
+from django.db import connection
 
 from collection.rules import MAX_RECORD_LEAD
 from metering.models import Meter, MeterType
@@ -165,22 +165,32 @@ class MeterFunction(Function):
             return
 
         categories = {str(rule.get("matchCategory")) for rule in self.rules}
-        # The user's meters of this node, by category: one query for the batch.
+        # The user's meters of this node, by category. The category's types first (few
+        # rows), then the meters by the unique (type, key, user) index, as plain tuples.
+        types = {
+            meter_type.pk: meter_type
+            for meter_type in MeterType.objects.filter(
+                operator_id=self.ctx.operator_id, category__in=categories
+            ).order_by("name", "id")
+        }
         meters: dict[tuple[str, str], list[tuple[str, MeterType]]] = {}
-        found = (
-            Meter.objects.filter(
-                operator_id=self.ctx.operator_id,
-                meter_key=self.meter_key,
-                user_id__in={user_id for _, _, user_id, _, _ in parsed},
-            )
-            .filter(Q(meter_type__category__in=categories))
-            .select_related("meter_type")
-            .order_by("meter_type__name", "meter_type_id")
-        )
-        for meter in found:
-            meters.setdefault((meter.user_id, meter.meter_type.category), []).append(
-                (str(meter.pk), meter.meter_type)
-            )
+        if types:
+            users = sorted({user_id for _, _, user_id, _, _ in parsed})
+            with connection.cursor() as cursor:
+                # Arrays, not IN lists: one parameter each however large the batch.
+                cursor.execute(
+                    f"""
+                    SELECT id::text, user_id, meter_type_id FROM {Meter._meta.db_table}
+                    WHERE meter_type_id = ANY(%s::uuid[]) AND meter_key = %s
+                      AND user_id = ANY(%s::text[])
+                    ORDER BY meter_type_id
+                    """,  # noqa: S608 (our table)
+                    [list(types), self.meter_key, users],
+                )
+                found = cursor.fetchall()
+            for meter_id, user_id, type_id in found:
+                meter_type = types[type_id]
+                meters.setdefault((user_id, meter_type.category), []).append((meter_id, meter_type))
 
         updates: list[UsageUpdate] = []
         last_origin: dict[str, int] = {}  # meter id -> the last record that moved it
