@@ -12,12 +12,33 @@ the records it could not process, each with a reason (they become FAILED).
 
 from __future__ import annotations
 
+import uuid
 from collections.abc import Callable
-from typing import TYPE_CHECKING, Protocol
+from dataclasses import dataclass
+from datetime import datetime
+from typing import TYPE_CHECKING, Any, Protocol
 
 if TYPE_CHECKING:
     from collection.models import Collector
-    from collection.services.work_queue import ClaimedRecord
+
+
+@dataclass(slots=True)
+class ClaimedRecord:
+    """A claimed record: the Record fields a processor reads, without building a model
+    instance per row (the claim is on every batch's path)."""
+
+    id: int
+    record_id: str
+    operator_id: uuid.UUID
+    collector_id: uuid.UUID
+    ingestion_id: uuid.UUID
+    type: str
+    customer_id: str
+    account_id: str
+    event_time: datetime
+    received_at: datetime
+    payload: Any
+    old_status: int
 
 
 class ProcessorRetry(Exception):

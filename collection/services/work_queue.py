@@ -10,11 +10,9 @@ from __future__ import annotations
 
 import logging
 import time
-import uuid
 from collections import Counter
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
-from typing import Any
 
 from django.conf import settings
 from django.core.cache import cache
@@ -25,7 +23,7 @@ from redis.exceptions import ConnectionError as RedisConnectionError
 from redis.exceptions import TimeoutError as RedisTimeoutError
 
 from collection.models import Collector, EventRollupDelta, Record
-from collection.processing import ProcessorRetry, processor_for
+from collection.processing import ClaimedRecord, ProcessorRetry, processor_for
 from common.json import loads_lenient
 from common.tasks import enqueue
 
@@ -78,25 +76,6 @@ RETURNING r.id, r.record_id, r.operator_id, r.collector_id, r.ingestion_id, r.ty
           r.customer_id, r.account_id, r.event_time, r.received_at, r.payload::text,
           c.old_status
 """
-
-
-@dataclass(slots=True)
-class ClaimedRecord:
-    """A claimed record: the Record fields a processor reads, without building a model
-    instance per row (the claim is on every batch's path)."""
-
-    id: int
-    record_id: str
-    operator_id: uuid.UUID
-    collector_id: uuid.UUID
-    ingestion_id: uuid.UUID
-    type: str
-    customer_id: str
-    account_id: str
-    event_time: datetime
-    received_at: datetime
-    payload: Any
-    old_status: int
 
 
 def _add_deltas(counts: Counter) -> None:
