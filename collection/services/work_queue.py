@@ -66,6 +66,7 @@ UPDATE collection_record r SET status = 2, claimed_at = %(now)s
 FROM (
     SELECT id, received_at, status AS old_status FROM collection_record
     WHERE collector_id = %(collector)s AND status IN (1, 2)
+      AND received_at >= %(floor)s
       AND (status = 1 OR claimed_at < %(stale_before)s)
     ORDER BY received_at, id
     LIMIT %(limit)s
@@ -100,6 +101,18 @@ def _hour(value: datetime) -> datetime:
     return value.astimezone(UTC).replace(minute=0, second=0, microsecond=0)
 
 
+# Where a collector's next claim starts reading the queue, per process: just before the
+# newest record it last claimed. Records behind it are processed (their index entries
+# linger until vacuum, and under load every claim would walk them all), or stragglers: a
+# record re-queued, a claim of a dead worker, a record whose ingestion committed late.
+# Those are found by a full scan, made when the short scan comes back short and every
+# FULL_SCAN_EVERY claims.
+_floors: dict[str, tuple[datetime, int]] = {}
+FULL_SCAN_EVERY = 20
+FLOOR_MARGIN = timedelta(seconds=2)
+_NO_FLOOR = datetime(1970, 1, 1, tzinfo=UTC)
+
+
 def records_claim(
     *, collector_id: str, limit: int | None = None, now: datetime | None = None
 ) -> Claim:
@@ -110,18 +123,14 @@ def records_claim(
     options = settings.TALLY["COLLECTION"]
     limit = limit or options["PROCESS_BATCH_SIZE"]
     stale_before = now - timedelta(seconds=options["CLAIM_TIMEOUT_SECONDS"])
+    floor, since_full = _floors.get(collector_id, (_NO_FLOOR, FULL_SCAN_EVERY))
+    if since_full >= FULL_SCAN_EVERY:
+        floor = _NO_FLOOR
     with transaction.atomic():
-        with connection.cursor() as cursor:
-            cursor.execute(
-                _CLAIM_SQL,
-                {
-                    "now": now,
-                    "collector": collector_id,
-                    "stale_before": stale_before,
-                    "limit": limit,
-                },
-            )
-            rows = cursor.fetchall()
+        rows = _claim_rows(collector_id, now, stale_before, limit, floor)
+        if floor is not _NO_FLOOR and len(rows) < limit:
+            floor = _NO_FLOOR
+            rows += _claim_rows(collector_id, now, stale_before, limit - len(rows), floor)
         # Payloads were checked when they were stored: decoded without checking again.
         records = [ClaimedRecord(*row[:10], loads_lenient(row[10]), row[11]) for row in rows]
         deltas: Counter = Counter()
@@ -132,8 +141,26 @@ def records_claim(
                 deltas[(*bucket, record.old_status, hour)] -= 1
                 deltas[(*bucket, Record.Status.IN_PROGRESS, hour)] += 1
         _add_deltas(deltas)
+    if records:
+        newest = max(record.received_at for record in records)
+        _floors[collector_id] = (newest - FLOOR_MARGIN, 0 if floor is _NO_FLOOR else since_full + 1)
     records.sort(key=lambda record: (record.received_at, record.id))
     return Claim(collector_id=collector_id, claimed_at=now, records=records)
+
+
+def _claim_rows(collector_id, now, stale_before, limit, floor) -> list[tuple]:
+    with connection.cursor() as cursor:
+        cursor.execute(
+            _CLAIM_SQL,
+            {
+                "now": now,
+                "collector": collector_id,
+                "stale_before": stale_before,
+                "limit": limit,
+                "floor": floor,
+            },
+        )
+        return cursor.fetchall()
 
 
 def claim_finish(*, claim: Claim, failures: dict[int, str]) -> None:

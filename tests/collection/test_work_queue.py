@@ -359,3 +359,30 @@ def test_a_slow_batch_past_the_claim_timeout_is_not_taken_over_while_its_worker_
         unregister_resolver(resolve)
     assert stolen == [0]
     assert statuses(collector) == {Record.Status.PROCESSED: 3}
+
+
+def test_claims_start_past_what_was_processed_and_still_find_stragglers(
+    client, collector, monkeypatch
+):
+    """A claim reads the queue from just before the newest record the last one took
+    (so it does not walk every processed record); a record behind that point (here one
+    sent with an earlier receipt time, as a late-committing ingestion would) is found by
+    the full scan made when the short one comes back short, or every few claims."""
+    from collection.services import work_queue
+
+    monkeypatch.setattr(work_queue, "FULL_SCAN_EVERY", 2)
+    collector_id = str(collector.pk)
+    send(client, collector, 6, prefix="a")
+    assert len(records_claim(collector_id=collector_id, limit=2).records) == 2
+    floor, since_full = work_queue._floors[collector_id]
+    assert since_full == 0
+    # A straggler: queued, received before the floor.
+    send(client, collector, 1, prefix="late")
+    Record.objects.filter(record_id="late0").update(
+        received_at=floor - timedelta(minutes=5), event_time=floor - timedelta(minutes=5)
+    )
+    taken = []
+    for _ in range(3):
+        taken += [r.record_id for r in records_claim(collector_id=collector_id, limit=2).records]
+    assert "late0" in taken
+    assert sorted(taken) == ["a2", "a3", "a4", "a5", "late0"]
