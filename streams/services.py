@@ -5,6 +5,7 @@ from __future__ import annotations
 import copy
 import datetime
 import logging
+from collections import Counter
 from dataclasses import dataclass
 from typing import Any
 
@@ -426,15 +427,16 @@ def execution_run(*, execution_id) -> StreamExecution | None:
                 inputs[node_id] = items
             outcome = runner.batch_finish(
                 [(graph, inputs, None)],
-                run=RunSettings(
-                    now=now, end_of_execution=True, execution={"executionId": str(execution.pk)}
-                ),
+                run=RunSettings(now=now, end_of_execution=True),
             )
             execution.status = StreamExecution.Status.SUCCEEDED
             execution.ended_at = timezone.now()
             execution.records_read = origin
             execution.records_failed = len(outcome.failures)
-            execution.node_counts = runner.summarize(outcome)
+            execution.node_counts = {
+                node_id: counts
+                for (_, node_id), counts in runner.node_counts_of(outcome, [graph]).items()
+            }
             execution.errors = runner.first_errors(outcome.failures)
             execution.save()
             return execution
@@ -517,20 +519,19 @@ def stream_preview(
         raise StreamConflict("The stream has no configuration to preview.")
     graph = runner.graph_for(version)
     now = timezone.now()
-    readers = [node_id for node_id in graph.sources]
     if records is None and last_records:
         collectors = [
             graph.nodes[node_id].get("params", {}).get("collectorId")
-            for node_id in readers
+            for node_id in graph.sources
             if graph.nodes[node_id]["type"] == runner.ONLINE_COLLECTION
         ]
         found = Record.objects.filter(
             operator_id=stream.operator_id,
             collector_id__in=[c for c in collectors if uuid_or_none(c)],
         ).order_by("-received_at", "-id")[:last_records]
-        records = [runner._record_payload(record) for record in reversed(list(found))]
+        records = [runner.record_payload(record) for record in reversed(list(found))]
     inputs: dict[str, list] = {}
-    for node_id in readers:
+    for node_id in graph.sources:
         payloads = records if records is not None else runner.reader_items(graph, node_id, now)
         inputs[node_id] = [Item(copy.deepcopy(p), n) for n, p in enumerate(payloads, 1)]
     states, _ = runner.states_load([stream.pk])
@@ -542,9 +543,13 @@ def stream_preview(
         )
         transaction.set_rollback(True)
     result = outcome.final[0]
+    # One pass with nothing taken out: a node's input already holds the records that
+    # failed there.
+    failed_at = Counter(failure.node_id for failure in outcome.failures.values())
     nodes = []
     for node_id in graph.order:
-        count_in, count_out, failed = result.counts.get(node_id, [0, 0, 0])
+        count_in, count_out = result.counts.get(node_id, (0, 0))
+        failed = failed_at[node_id]
         sample = result.samples.get(node_id, {})
         nodes.append(
             {

@@ -65,8 +65,6 @@ class NodeContext:
     changes: list[dict[str, Any]] = field(default_factory=list)
     # Keys generated for nodes (StreamKey): {"meterKey": "<uuid>"}.
     keys: dict[str, str] = field(default_factory=dict)
-    # Set by batch executions: {"execution_id": …}; empty for realtime batches.
-    execution: dict[str, Any] = field(default_factory=dict)
     # Survives the engine's reruns of one batch (it runs a batch again without the
     # records that failed): for work that must not be repeated, such as an HTTP call,
     # keyed by the item's origin and what was done.

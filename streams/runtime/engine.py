@@ -63,6 +63,21 @@ class Graph:
     def downstream(self, node_id: str, output: str | None) -> tuple[str, ...]:
         return self.targets.get((node_id, output), ())
 
+    def reachable_from(self, starts: Iterable[str]) -> list[str]:
+        """The nodes `starts` lead to, themselves included, in topological order (what a
+        pass that begins at them must run)."""
+        successors: dict[str, list[str]] = {}
+        for (source, _), targets in self.targets.items():
+            successors.setdefault(source, []).extend(targets)
+        seen: set[str] = set()
+        stack = list(starts)
+        while stack:
+            node_id = stack.pop()
+            if node_id not in seen:
+                seen.add(node_id)
+                stack.extend(successors.get(node_id, ()))
+        return [node_id for node_id in self.order if node_id in seen]
+
 
 def graph_compile(
     *,
@@ -122,6 +137,7 @@ def graph_compile(
 
 @dataclass
 class Failure:
+    stream_id: uuid.UUID
     node_id: str
     node_name: str
     reason: str
@@ -136,7 +152,8 @@ class PassResult:
     (their logs, state and preview changes)."""
 
     failures: dict[int, Failure] = field(default_factory=dict)
-    counts: dict[str, list[int]] = field(default_factory=dict)  # node -> [in, out, failed]
+    # node -> (in, out) of this pass; records failed in earlier passes are not in it
+    counts: dict[str, tuple[int, int]] = field(default_factory=dict)
     contexts: dict[str, NodeContext] = field(default_factory=dict)
     # Up to 10 inputs and outputs per node, for previews.
     samples: dict[str, dict[str, list[Any]]] = field(default_factory=dict)
@@ -149,7 +166,6 @@ class RunSettings:
     now: datetime.datetime
     side_effects: bool = True
     end_of_execution: bool = False
-    execution: dict[str, Any] = field(default_factory=dict)
     samples: bool = False
 
 
@@ -181,7 +197,6 @@ def graph_run(
             state=copy.deepcopy(states.get(node_id, {})),
             side_effects=run.side_effects,
             keys=graph.keys.get(node_id, {}),
-            execution=run.execution,
             memo=memos.setdefault(node_id, {}),
         )
         result.contexts[node_id] = ctx
@@ -204,7 +219,7 @@ def graph_run(
             emit.outputs.clear()
         name = graph.label(node_id)
         for origin, reason in emit.failed.items():
-            result.failures.setdefault(origin, Failure(node_id, name, reason))
+            result.failures.setdefault(origin, Failure(graph.stream_id, node_id, name, reason))
         out = 0
         for output, produced in emit.outputs.items():
             if result.failures:
@@ -229,8 +244,7 @@ def graph_run(
             sample.setdefault("outputs", [])
             sample["outputs"] = sample["outputs"][:10]
             sample["inputs"] = [copy.deepcopy(item.payload) for item in items[:10]]
-        failed_here = sum(1 for failure in result.failures.values() if failure.node_id == node_id)
-        result.counts[node_id] = [len(items), out, failed_here]
+        result.counts[node_id] = (len(items), out)
     return result
 
 

@@ -8,6 +8,7 @@ execution's status or the flush rows' deletion commit with the effects, or nothi
 from __future__ import annotations
 
 import datetime
+import itertools
 import logging
 import uuid
 from collections import Counter
@@ -138,60 +139,71 @@ def _states_save(graphs_and_results, states, revisions, now) -> None:
                 raise StateConflict(f"The state of node {node_id} changed meanwhile.")
 
 
-def _outcome_save(graphs_and_results, failures: dict[int, Failure], now) -> None:
+def node_counts_of(
+    outcome: BatchResult, graphs: list[Graph]
+) -> dict[tuple[uuid.UUID, str], dict[str, int]]:
+    """In, out and failed per (stream, node) for a finished batch: what the successful
+    pass counted, plus the records earlier passes failed at each node (they count as
+    having come in)."""
+    failed: Counter = Counter(
+        (failure.stream_id, failure.node_id) for failure in outcome.failures.values()
+    )
+    counts = {}
+    for graph, result in zip(graphs, outcome.final, strict=True):
+        for node_id, (count_in, count_out) in result.counts.items():
+            key = (graph.stream_id, node_id)
+            counts[key] = {"in": count_in + failed[key], "out": count_out, "failed": failed[key]}
+    return counts
+
+
+def _outcome_save(graphs: list[Graph], outcome: BatchResult, now) -> None:
     """Counter deltas, the last error per node, and log lines."""
-    deltas = []
-    failed_by_node: Counter = Counter(failure.node_id for failure in failures.values())
-    last_failure: dict[str, Failure] = {}
-    for failure in failures.values():
-        last_failure[failure.node_id] = failure
-    for graph, result in graphs_and_results:
-        for node_id, (count_in, count_out, _) in result.counts.items():
-            for kind, count in (
-                (NodeCounter.Kind.IN, count_in + failed_by_node.get(node_id, 0)),
-                (NodeCounter.Kind.OUT, count_out),
-                (NodeCounter.Kind.FAILED, failed_by_node.get(node_id, 0)),
-            ):
-                if count:
-                    deltas.append(
-                        NodeCounterDelta(
-                            operator_id=graph.operator_id,
-                            stream_id=graph.stream_id,
-                            node_id=node_id,
-                            kind=kind,
-                            count=count,
-                        )
-                    )
-        for node_id, failure in last_failure.items():
-            if node_id in graph.nodes:
-                NodeError.objects.update_or_create(
-                    stream_id=graph.stream_id,
-                    node_id=node_id,
-                    defaults={
-                        "operator_id": graph.operator_id,
-                        "node_name": failure.node_name[:200],
-                        "reason": failure.reason,
-                        "at": now,
-                    },
-                )
-        lines = [
-            StreamLogLine(
-                operator_id=graph.operator_id,
-                stream_id=graph.stream_id,
-                node_id=line.node_id,
-                node_name=graph.label(line.node_id)[:200],
-                level=line.level,
-                message=line.message[:2000],
-                payload=line.payload,
-                created_at=now,
-            )
-            for ctx in result.contexts.values()
-            for line in ctx.logs
-        ]
-        if lines:
-            StreamLogLine.objects.bulk_create(lines)
+    operators = {graph.stream_id: graph.operator_id for graph in graphs}
+    deltas = [
+        NodeCounterDelta(
+            operator_id=operators[stream_id],
+            stream_id=stream_id,
+            node_id=node_id,
+            kind=kind,
+            count=count,
+        )
+        for (stream_id, node_id), counts in node_counts_of(outcome, graphs).items()
+        for kind, count in counts.items()
+        if count
+    ]
     if deltas:
         NodeCounterDelta.objects.bulk_create(deltas)
+    last_failure = {
+        (failure.stream_id, failure.node_id): failure for failure in outcome.failures.values()
+    }
+    for (stream_id, node_id), failure in last_failure.items():
+        NodeError.objects.update_or_create(
+            stream_id=stream_id,
+            node_id=node_id,
+            defaults={
+                "operator_id": operators[stream_id],
+                "node_name": failure.node_name[:200],
+                "reason": failure.reason,
+                "at": now,
+            },
+        )
+    lines = [
+        StreamLogLine(
+            operator_id=graph.operator_id,
+            stream_id=graph.stream_id,
+            node_id=line.node_id,
+            node_name=graph.label(line.node_id)[:200],
+            level=line.level,
+            message=line.message[:2000],
+            payload=line.payload,
+            created_at=now,
+        )
+        for graph, result in zip(graphs, outcome.final, strict=True)
+        for ctx in result.contexts.values()
+        for line in ctx.logs
+    ]
+    if lines:
+        StreamLogLine.objects.bulk_create(lines)
 
 
 def batch_finish(
@@ -203,9 +215,9 @@ def batch_finish(
     states, revisions = states_load({graph.stream_id for graph, _, _ in runs})
     outcome = batch_run(runs, states=states, run=run)
     if run.side_effects:
-        pairs = [(graph, result) for (graph, _, _), result in zip(runs, outcome.final, strict=True)]
-        _states_save(pairs, states, revisions, run.now)
-        _outcome_save(pairs, outcome.failures, run.now)
+        graphs = [graph for graph, _, _ in runs]
+        _states_save(list(zip(graphs, outcome.final, strict=True)), states, revisions, run.now)
+        _outcome_save(graphs, outcome, run.now)
     return outcome
 
 
@@ -227,14 +239,14 @@ class RealtimeProcessor:
             for node in graph.nodes_of_type(ONLINE_COLLECTION):
                 if str(node.get("params", {}).get("collectorId")) == str(records[0].collector_id):
                     inputs[node["id"]] = [
-                        Item(_record_payload(record), record.id) for record in records
+                        Item(record_payload(record), record.id) for record in records
                     ]
             runs.append((graph, inputs, None))
         outcome = batch_finish(runs, run=RunSettings(now=now))
         return {origin: failure.describe() for origin, failure in outcome.failures.items()}
 
 
-def _record_payload(record) -> dict[str, Any]:
+def record_payload(record) -> dict[str, Any]:
     """What a stream sees of a stored record: the record as sent, its envelope fields
     included (the timestamp as ISO 8601 UTC; empty envelope fields left out)."""
     payload: dict[str, Any] = {"id": record.record_id, "timestamp": _iso(record.event_time)}
@@ -275,17 +287,6 @@ def first_errors(failures: dict[int, Failure]) -> list[dict[str, str]]:
         {"nodeId": failure.node_id, "nodeName": failure.node_name, "reason": failure.reason}
         for failure in list(failures.values())[:FIRST_ERRORS]
     ]
-
-
-def summarize(outcome: BatchResult) -> dict[str, dict[str, int]]:
-    """Per-node counts of a finished batch, failures included."""
-    failed_by_node: Counter = Counter(failure.node_id for failure in outcome.failures.values())
-    counts: dict[str, dict[str, int]] = {}
-    for result in outcome.final:
-        for node_id, (count_in, count_out, _) in result.counts.items():
-            failed = failed_by_node.get(node_id, 0)
-            counts[node_id] = {"in": count_in + failed, "out": count_out, "failed": failed}
-    return counts
 
 
 def reader_items(graph: Graph, node_id: str, now) -> list[Any]:
@@ -404,13 +405,16 @@ def flushes_run(*, limit: int = 500) -> int:
             for v in StreamVersion.objects.filter(stream_id__in=list(by_stream), is_latest=True)
         }
         runs = []
+        # Origins are numbered across the whole call: batch_run takes a failed origin out
+        # of every graph it runs, and two streams' flushes are different records.
+        origins = itertools.count(1)
         for stream_id, rows in by_stream.items():
             version = versions.get(stream_id)
             if version is None:
                 continue
             graph = graph_for(version)
             inputs: dict[str, list[Item]] = {}
-            for index, row in enumerate(rows):
+            for row in rows:
                 node = graph.nodes.get(row.node_id)
                 period = periods.get(row.period_id)
                 if node is None or period is None:
@@ -419,28 +423,12 @@ def flushes_run(*, limit: int = 500) -> int:
                 record = flushed_record(
                     period, meters.get(period.meter_id), types[period.meter_type_id]
                 )
+                origin = next(origins)
                 for target in graph.downstream(row.node_id, reset):
-                    inputs.setdefault(target, []).append(Item(record, index + 1))
+                    inputs.setdefault(target, []).append(Item(record, origin))
             if inputs:
-                only = [node_id for node_id in graph.order if _reachable(graph, inputs, node_id)]
-                runs.append((graph, inputs, only))
+                runs.append((graph, inputs, graph.reachable_from(inputs)))
         if runs:
             batch_finish(runs, run=RunSettings(now=timezone.now()))
         PendingFlush.objects.filter(pk__in=[row.pk for row in pending]).delete()
     return len(pending)
-
-
-def _reachable(graph: Graph, starts: dict[str, list[Item]], node_id: str) -> bool:
-    """Whether node_id is one of `starts` or downstream of one."""
-    seen, stack = set(), list(starts)
-    while stack:
-        current = stack.pop()
-        if current == node_id:
-            return True
-        if current in seen:
-            continue
-        seen.add(current)
-        for (source, _), targets in graph.targets.items():
-            if source == current:
-                stack.extend(targets)
-    return False

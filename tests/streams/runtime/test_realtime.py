@@ -366,3 +366,45 @@ def test_a_disabled_streams_flushes_wait_until_it_is_enabled(client, setup):
     set_stream(client, setup["stream"]["id"], enabled=True)
     assert flushes_run() == 3
     assert StreamLogLine.objects.filter(node_id="billing").count() == 3
+
+
+def test_failures_are_counted_in_the_stream_that_failed_them(client, setup):
+    """Two streams read one collector with the same node ids; the second's meter node
+    finds no meter. The failures (and the record's FAILED state) are the second's; the
+    first stream's meter node neither counts them nor shows an error."""
+    other = simple_stream(setup["collector"]["id"], name="Other", category="Elsewhere")
+    second = import_stream(client, other)
+    set_stream(client, second["id"], enabled=True)
+    ingest(client, setup["collector"]["id"], [printer("a", 101, 2)])
+    process_all(setup["collector"]["id"])
+    assert statuses(setup["collector"]["id"]) == {"a": "FAILED"}
+    assert node_counts(second["id"])["meter"]["failed"] == 1
+    assert node_counts(setup["stream"]["id"]).get("meter", {}).get("failed", 0) == 0
+    assert [str(e.stream_id) for e in NodeError.objects.all()] == [second["id"]]
+
+
+def test_one_streams_failing_flush_does_not_cost_another_streams_flushes(client, setup):
+    """Flushes of several streams go through one batch: a flush failing downstream in
+    one stream must not take out a flush of another."""
+    strict = simple_stream(setup["collector"]["id"], name="Strict billing")
+    strict["nodes"][-1] = {
+        "id": "billing",
+        "name": "Needs a field",
+        "type": "transforms/validate",
+        "params": {"schema": {"required": ["nope"]}},
+    }
+    second = import_stream(client, strict)
+    set_stream(client, second["id"], enabled=True)
+    create_meter(
+        client,
+        {
+            "userId": "101",
+            "meterKey": meter_key(client, second["id"]),
+            "meterTypeId": setup["type"]["id"],
+        },
+    )
+    Meter.objects.update(period_end=timezone.now() - timedelta(seconds=1))
+    meters_reset_due()
+    assert flushes_run() == 4
+    assert StreamLogLine.objects.filter(stream_id=setup["stream"]["id"]).count() == 3
+    assert NodeError.objects.get(stream_id=second["id"]).node_id == "billing"
