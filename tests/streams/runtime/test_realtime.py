@@ -408,3 +408,34 @@ def test_one_streams_failing_flush_does_not_cost_another_streams_flushes(client,
     assert flushes_run() == 4
     assert StreamLogLine.objects.filter(stream_id=setup["stream"]["id"]).count() == 3
     assert NodeError.objects.get(stream_id=second["id"]).node_id == "billing"
+
+
+@pytest.mark.parametrize(
+    ("path", "query", "field"),
+    [
+        ("logs", {"limit": "many"}, "limit"),
+        ("logs", {"limit": 101}, "limit"),
+        ("logs", {"before": "-1"}, "before"),
+        ("logs", {"before": "yesterday"}, "before"),
+        ("executions", {"limit": "x"}, "limit"),
+        ("executions", {"limit": 1000}, "limit"),
+    ],
+)
+def test_bad_list_parameters_are_400_naming_them(client, setup, path, query, field):
+    response = client.get(f"{STREAMS}/{setup['stream']['id']}/{path}", query)
+    assert response.status_code == 400
+    assert response.json()["details"][0]["field"] == field
+
+
+@pytest.mark.parametrize("stream_id", ["not-a-uuid", "00000000-0000-0000-0000-000000000000"])
+def test_unknown_streams_are_404_on_every_runtime_endpoint(client, setup, stream_id):
+    for method, path, body in (
+        ("get", "logs", None),
+        ("get", "executions", None),
+        ("post", "executions", {}),
+        ("post", "preview", {"records": [{}]}),
+    ):
+        url = f"{STREAMS}/{stream_id}/{path}"
+        response = client.post(url, body) if method == "post" else client.get(url)
+        assert response.status_code == 404, (method, path)
+        assert response["Content-Type"].startswith("application/json")
