@@ -281,69 +281,29 @@ def billed_stream(collector_id: str, billing_url: str) -> dict:
     Both branches leave the map together, so the order between them is the order of the
     export: the meter is listed first and runs first, and its usage is applied (not yet
     committed) by the time the http node makes its calls."""
-    return {
-        "name": "Billed printing",
-        "nodes": [
-            {
-                "id": "source",
-                "name": "Collector",
-                "type": "readers/online_collection",
-                "params": {"collectorId": collector_id},
+    config = simple_stream(collector_id, name="Billed printing")
+    (normalize,) = [node for node in config["nodes"] if node["id"] == "normalize"]
+    normalize["params"]["mappings"].append({"recordId": "id"})
+    config["nodes"] += [
+        {
+            "id": "charge",
+            "name": "Charge",
+            "type": "transforms/http",
+            "params": {
+                "method": "POST",
+                "uri": billing_url,
+                "body": '{"recordId": "${payload.recordId}", "userId": "${payload.userId}"}',
+                "errorMode": "defer",
+                "shouldRetry": False,
             },
-            {
-                "id": "normalize",
-                "name": "Normalize Fields",
-                "type": "transforms/map",
-                "params": {
-                    "mappings": [{"userId": "printerId"}, {"value": "sheets"}, {"recordId": "id"}]
-                },
-            },
-            {
-                "id": "meter",
-                "name": "Meter",
-                "type": "transforms/meter",
-                "params": {
-                    "flushType": "TIMEOUT",
-                    "guidingRules": [
-                        {
-                            "customName": "Printing",
-                            "matchCategory": "Printing",
-                            "ignoreCondition": True,
-                            "conditionRelation": "and",
-                            "conditions": [],
-                            "groupBy": [],
-                            "otherOperations": [],
-                        }
-                    ],
-                    "multiOutput": {
-                        "fixed": {
-                            "reset": {"id": "out-reset"},
-                            "threshold": {"id": "out-threshold"},
-                        }
-                    },
-                },
-            },
-            {
-                "id": "charge",
-                "name": "Charge",
-                "type": "transforms/http",
-                "params": {
-                    "method": "POST",
-                    "uri": billing_url,
-                    "body": '{"recordId": "${payload.recordId}", "userId": "${payload.userId}"}',
-                    "errorMode": "defer",
-                    "shouldRetry": False,
-                },
-            },
-            {"id": "sink", "name": "Done", "type": "writers/noop", "params": {}},
-        ],
-        "edges": [
-            {"id": "e1", "from": "source", "to": "normalize"},
-            {"id": "e2", "from": "normalize", "to": "meter"},
-            {"id": "e3", "from": "normalize", "to": "charge"},
-            {"id": "e4", "from": "charge", "to": "sink"},
-        ],
-    }
+        },
+        {"id": "sink", "name": "Done", "type": "writers/noop", "params": {}},
+    ]
+    config["edges"] += [
+        {"id": "e5", "from": "normalize", "to": "charge"},
+        {"id": "e6", "from": "charge", "to": "sink"},
+    ]
+    return config
 
 
 def meter_rows_locked_elsewhere() -> int:
