@@ -20,8 +20,6 @@ def fixture(name: str) -> dict:
 
 @pytest.fixture
 def generous_limits(settings):
-    for group in ("streams", "collectors-write", "collectors-read", "ingestion"):
-        settings.TALLY["RATE_LIMITS"][group] = {"rate": 10_000, "burst": 10_000}
     for group in list(settings.TALLY["RATE_LIMITS"]):
         settings.TALLY["RATE_LIMITS"][group] = {"rate": 10_000, "burst": 10_000}
 
