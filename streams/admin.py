@@ -13,6 +13,9 @@ from common.json import InvalidJSON, dumps, dumps_pretty, loads
 from streams import services
 from streams.diagram import stream_svg
 from streams.models import (
+    AggregationFlush,
+    AggregationSession,
+    AggregationStore,
     NodeError,
     Solution,
     Stream,
@@ -22,7 +25,13 @@ from streams.models import (
     StreamVersion,
 )
 from streams.runtime.runner import node_counts
-from streams.selectors import stream_config_with_keys, stream_version
+from streams.selectors import (
+    store_group_fields,
+    store_node,
+    store_session_count,
+    stream_config_with_keys,
+    stream_version,
+)
 
 
 @admin.register(Solution)
@@ -331,3 +340,113 @@ class StreamLogLineAdmin(admin.ModelAdmin):
     @admin.display(description="payload")
     def payload_json(self, obj: StreamLogLine) -> str:
         return format_html("<pre>{}</pre>", dumps_pretty(obj.payload))
+
+
+class RuntimeOwnedAdmin(admin.ModelAdmin):
+    """Rows the stream runtime writes (stores, sessions, flushes): shown, never added,
+    changed or deleted here, where an edit would race the batches that own them."""
+
+    def has_add_permission(self, request) -> bool:
+        return False
+
+    def has_change_permission(self, request, obj=None) -> bool:
+        return False
+
+    def has_delete_permission(self, request, obj=None) -> bool:
+        return False
+
+
+@admin.register(AggregationStore)
+class AggregationStoreAdmin(RuntimeOwnedAdmin):
+    """An aggregator node's store, made when a stream with the node is imported; its id
+    is the node's storeId."""
+
+    list_display = ["id", "kind", "stream", "node_id", "session_count", "sessions_link"]
+    list_filter = ["kind", "operator"]
+    list_select_related = ["stream"]
+    search_fields = ["=id", "stream__name"]
+    fields = [
+        "id",
+        "operator",
+        "stream",
+        "node_id",
+        "node_name",
+        "kind",
+        "group_fields",
+        "session_count",
+        "sessions_link",
+        "created_at",
+    ]
+    readonly_fields = fields
+
+    def get_queryset(self, request):
+        return super().get_queryset(request).annotate(session_total=store_session_count())
+
+    @admin.display(description="sessions", ordering="session_total")
+    def session_count(self, obj: AggregationStore) -> int:
+        return obj.session_total
+
+    @admin.display(description="")
+    def sessions_link(self, obj: AggregationStore) -> str:
+        url = reverse("admin:streams_aggregationsession_changelist") + f"?store__exact={obj.pk}"
+        return format_html('<a href="{}">sessions</a>', url)
+
+    @admin.display(description="node name")
+    def node_name(self, obj: AggregationStore) -> str:
+        node = store_node(obj)
+        return node.get("name", "") if node is not None else "(not in the latest version)"
+
+    @admin.display(description="group fields")
+    def group_fields(self, obj: AggregationStore) -> str:
+        node = store_node(obj)
+        field_lists = store_group_fields(obj.kind, node) if node is not None else []
+        return " or ".join(", ".join(fields) for fields in field_lists) or "-"
+
+
+@admin.register(AggregationSession)
+class AggregationSessionAdmin(RuntimeOwnedAdmin):
+    """One group of an aggregator, as the runtime keeps it until it is flushed."""
+
+    list_display = ["key", "store", "updated_at", "timeout_at"]
+    list_filter = ["store__kind"]
+    list_select_related = ["store"]
+    search_fields = ["key"]
+    show_full_result_count = False
+    fields = [
+        "id",
+        "operator",
+        "store",
+        "key",
+        "key_values_json",
+        "data_json",
+        "meta_json",
+        "created_at",
+        "updated_at",
+        "timeout_at",
+    ]
+    readonly_fields = fields
+
+    @admin.display(description="key values")
+    def key_values_json(self, obj: AggregationSession) -> str:
+        return format_html("<pre>{}</pre>", dumps_pretty(obj.key_values))
+
+    @admin.display(description="data")
+    def data_json(self, obj: AggregationSession) -> str:
+        return format_html("<pre>{}</pre>", dumps_pretty(obj.data))
+
+    @admin.display(description="meta")
+    def meta_json(self, obj: AggregationSession) -> str:
+        return format_html("<pre>{}</pre>", dumps_pretty(obj.meta))
+
+
+@admin.register(AggregationFlush)
+class AggregationFlushAdmin(RuntimeOwnedAdmin):
+    """That a session was flushed (kept a week): what makes each flush happen once."""
+
+    list_display = ["key", "store", "flush_type", "session_id", "flushed_at"]
+    list_filter = ["flush_type", "store__kind"]
+    list_select_related = ["store"]
+    search_fields = ["key"]
+    show_full_result_count = False
+    fields = ["id", "operator", "store", "session_id", "key", "flush_type", "flushed_at"]
+    readonly_fields = fields

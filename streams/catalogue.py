@@ -64,6 +64,15 @@ _NON_NEGATIVE_INTEGER: Final = {"type": "integer", "minimum": 0}
 # documentation lets a condition be a string, a number or a boolean); exports store the split
 # operands as strings ("90"), yet nothing stops a hand-written stream from using numbers.
 _SCALAR: Final = {"type": ["string", "number", "boolean", "null"]}
+# An aggregator's timeout: a whole number of units.
+_TIMEOUT: Final = {
+    "type": "object",
+    "properties": {
+        "value": {"type": "integer", "minimum": 1},
+        "unit": {"enum": ["SECONDS", "MINUTES", "HOURS", "DAYS"]},
+    },
+    "required": ["value", "unit"],
+}
 
 
 def _params(
@@ -262,11 +271,29 @@ _SPECS: Final[tuple[FunctionSpec, ...]] = (
         description="Groups records into sessions and folds each with user JavaScript.",
         inputs=1,
         outputs="single",
-        # No export of this function has been available, only its documentation (group-by
-        # rules, a flush trigger, transform and timeout scripts), which does not show the key
-        # names. Guessing names and requiring them would reject the first real export, so the
-        # schema insists on an object only. Tighten it when an export turns up.
-        params_schema=_params(title="Script aggregator"),
+        # No export of this function has been published, only its documentation (group-by
+        # rules, a flush trigger, transform and timeout scripts), which does not show the
+        # key names. These are Tally's (docs/streams.md); nothing is required at import so
+        # that an export spelling them differently still imports, and the runtime names
+        # what is missing when the node runs.
+        params_schema=_params(
+            {
+                "groupByRules": {
+                    "type": "array",
+                    "items": {
+                        "type": "object",
+                        "properties": {
+                            "fields": {"type": "array", "minItems": 1, "items": _NON_EMPTY_STRING}
+                        },
+                        "required": ["fields"],
+                    },
+                },
+                "onTransform": {"type": "string"},
+                "onTimeout": {"type": "string"},
+                "timeout": _TIMEOUT,
+            },
+            title="Script aggregator",
+        ),
     ),
     FunctionSpec(
         type="transforms/validate",
@@ -434,10 +461,29 @@ _SPECS: Final[tuple[FunctionSpec, ...]] = (
         outputs="single",
         params_schema=_params(
             {
-                # When groups are emitted: "EACH_FILE" and "ALL_FILES" in the exports. Not an
-                # enum, as the documentation lists other triggers whose names exports do not
-                # show.
-                "flushType": _NON_EMPTY_STRING,
+                # When groups are emitted: "EACH_FILE" and "ALL_FILES" in the exports;
+                # "TIMEOUT" and "CONDITION" as the flushed records' meta names them.
+                "flushType": {"enum": ["EACH_FILE", "ALL_FILES", "TIMEOUT", "CONDITION"]},
+                "timeout": _TIMEOUT,
+                "conditionalFlushConfig": {
+                    "type": "object",
+                    "properties": {
+                        "relation": {"enum": ["and", "or"]},
+                        "conditions": {
+                            "type": "array",
+                            "minItems": 1,
+                            "items": {
+                                "type": "object",
+                                "properties": {
+                                    "field": _NON_EMPTY_STRING,
+                                    "op": _NON_EMPTY_STRING,
+                                    "value": _SCALAR,
+                                },
+                                "required": ["field", "op"],
+                            },
+                        },
+                    },
+                },
                 "groupKeys": {
                     "type": "array",
                     "items": {
@@ -445,7 +491,7 @@ _SPECS: Final[tuple[FunctionSpec, ...]] = (
                         "properties": {
                             "field": _NON_EMPTY_STRING,
                             # "NONE" groups on the value itself, "MONTH" etc. on its period.
-                            "operationType": _NON_EMPTY_STRING,
+                            "operationType": {"enum": ["NONE", "HOUR", "DAY", "MONTH", "YEAR"]},
                             # Output field name; without it the reference product derives one
                             # ("month_timestamp" from MONTH of "timestamp").
                             "alias": {"type": "string"},
@@ -459,10 +505,20 @@ _SPECS: Final[tuple[FunctionSpec, ...]] = (
                         "type": "object",
                         "properties": {
                             "field": _NON_EMPTY_STRING,
-                            # e.g. NUMERIC_SUM, NUMERIC_AVERAGE, GENERAL_COUNT,
-                            # GENERAL_CARRY_LAST; the output field is named after it
-                            # ("sum_view_duration", "carry_last_plan").
-                            "type": _NON_EMPTY_STRING,
+                            # The output field is named after it ("sum_view_duration",
+                            # "carry_last_plan") unless aliased.
+                            "type": {
+                                "enum": [
+                                    "NUMERIC_SUM",
+                                    "NUMERIC_AVERAGE",
+                                    "NUMERIC_MIN",
+                                    "NUMERIC_MAX",
+                                    "GENERAL_COUNT",
+                                    "GENERAL_CARRY_FIRST",
+                                    "GENERAL_CARRY_LAST",
+                                ]
+                            },
+                            "alias": {"type": "string"},
                         },
                         "required": ["field", "type"],
                     },

@@ -338,3 +338,86 @@ class PendingFlush(models.Model):
 
     def __str__(self) -> str:
         return f"{self.node_id} {self.period_id}"
+
+
+class AggregationStore(models.Model):
+    """Where an aggregator node keeps its sessions. Its id is the node's `storeId`
+    (the StreamKey Tally generated for it), so a store stays with its node across
+    versions and is found by the id the stream shows."""
+
+    class Kind(models.TextChoices):
+        DATA = "data"
+        SCRIPT = "script"
+
+    id = models.UUIDField(primary_key=True, editable=False)
+    operator = models.ForeignKey(Operator, on_delete=models.CASCADE, related_name="+")
+    stream = models.ForeignKey(Stream, on_delete=models.CASCADE, related_name="stores")
+    node_id = models.CharField(max_length=100)
+    kind = models.CharField(max_length=8, choices=Kind.choices)
+    created_at = models.DateTimeField(default=now, editable=False)
+
+    class Meta:
+        constraints = [
+            models.UniqueConstraint(fields=["stream", "node_id"], name="aggregationstore_node"),
+        ]
+        indexes = [
+            models.Index(fields=["operator", "created_at"], name="aggregationstore_operator_idx")
+        ]
+        ordering = ["created_at", "id"]
+
+    def __str__(self) -> str:
+        return f"{self.get_kind_display()} store {self.id}"
+
+
+class AggregationSession(models.Model):
+    """One group of an aggregator: its key (from the group values), the data folded so
+    far and the meta the runtime keeps (count, first and last event). Changed only in
+    the transaction of the batch that changes it; `timeout_at` is when Beat flushes it."""
+
+    id = models.BigAutoField(primary_key=True)
+    operator = models.ForeignKey(Operator, on_delete=models.CASCADE, related_name="+")
+    store = models.ForeignKey(AggregationStore, on_delete=models.CASCADE, related_name="sessions")
+    key = models.TextField()
+    key_values = _config_field(default=list)
+    data = _config_field(default=dict)
+    meta = _config_field(default=dict)
+    created_at = models.DateTimeField(default=now)
+    updated_at = models.DateTimeField(default=now)
+    timeout_at = models.DateTimeField(null=True, blank=True)
+
+    class Meta:
+        constraints = [
+            models.UniqueConstraint(fields=["store", "key"], name="aggregationsession_key"),
+        ]
+        indexes = [
+            models.Index(
+                fields=["timeout_at"],
+                condition=Q(timeout_at__isnull=False),
+                name="aggregationsession_due_idx",
+            ),
+        ]
+        ordering = ["id"]
+
+    def __str__(self) -> str:
+        return self.key
+
+
+class AggregationFlush(models.Model):
+    """That a stored session was flushed. The unique session id is what makes a flush
+    happen once: whoever inserts this row (in the flush's transaction) emits the
+    session, a racing worker or retried batch finds it taken. Swept after a week."""
+
+    id = models.BigAutoField(primary_key=True)
+    operator = models.ForeignKey(Operator, on_delete=models.CASCADE, related_name="+")
+    store = models.ForeignKey(AggregationStore, on_delete=models.CASCADE, related_name="flushes")
+    session_id = models.BigIntegerField(unique=True)
+    key = models.TextField()
+    flush_type = models.CharField(max_length=16)
+    flushed_at = models.DateTimeField(default=now)
+
+    class Meta:
+        indexes = [BrinIndex(fields=["flushed_at"], name="aggregationflush_at_brin")]
+        ordering = ["-id"]
+
+    def __str__(self) -> str:
+        return f"{self.key} ({self.flush_type})"

@@ -1,4 +1,5 @@
-"""Reads of streams: a stream as the API shows it, its export, projections, cursors."""
+"""Reads of streams: a stream as the API shows it, its export, projections, cursors;
+aggregation stores and the lookup of their sessions."""
 
 from __future__ import annotations
 
@@ -9,10 +10,19 @@ import datetime
 import uuid
 from typing import Any
 
-from django.db.models import Q, QuerySet
+from django.db.models import Count, IntegerField, OuterRef, Q, QuerySet, Subquery
+from django.db.models.functions import Coalesce
 
+from common.ids import uuid_or_none
 from common.json import dumps, format_datetime, loads
-from streams.models import Stream, StreamKey, StreamVersion
+from streams.models import (
+    AggregationSession,
+    AggregationStore,
+    Stream,
+    StreamKey,
+    StreamVersion,
+)
+from streams.runtime.sessions import session_key
 
 SCHEMA_VERSION = 1
 
@@ -117,14 +127,19 @@ class BadCursor(ValueError):
     """A cursor Tally did not make."""
 
 
-def cursor_encode(stream: Stream) -> str:
-    position = [stream.created_at.isoformat(), str(stream.id)]
+def cursor_encode(row: Stream | AggregationStore) -> str:
+    """The position of a row of a (created_at, id) ordered list: streams, stores."""
+    position = [row.created_at.isoformat(), str(row.id)]
     return base64.urlsafe_b64encode(dumps(position)).decode().rstrip("=")
 
 
 def streams_after(queryset: QuerySet, cursor: str | None) -> QuerySet:
     """The streams after the cursor's position, in (created_at, id) order: stable under
     inserts, since a new stream sorts after every existing one."""
+    return _created_after(queryset, cursor)
+
+
+def _created_after(queryset: QuerySet, cursor: str | None) -> QuerySet:
     queryset = queryset.order_by("created_at", "id")
     if not cursor:
         return queryset
@@ -245,3 +260,170 @@ def log_page(stream, *, before: int | None, limit: int) -> tuple[list[dict[str, 
         for line in page
     ]
     return documents, (page[-1].id if more and page else None)
+
+
+# Aggregation stores: an aggregator node's sessions, found by the node's storeId.
+
+
+class StoreNodeGone(LookupError):
+    """The store's node is not in its stream's latest version any more."""
+
+
+class FieldValuesMismatch(ValueError):
+    """As many field values as none of the store's field lists has."""
+
+
+def stores_list(*, operator, stream_id: uuid.UUID | None = None) -> QuerySet:
+    """An operator's stores, oldest first (new ones come last, so a cursor stays valid),
+    with their stream and their session count (`session_count`)."""
+    stores = (
+        AggregationStore.objects.filter(operator=operator)
+        .select_related("stream")
+        .annotate(session_count=store_session_count())
+    )
+    if stream_id is not None:
+        stores = stores.filter(stream_id=stream_id)
+    return stores.order_by("created_at", "id")
+
+
+def store_session_count() -> Coalesce:
+    """A store's number of sessions, as an annotation: a subquery counted on the
+    (store, key) index for only the rows a page shows, not a join grouping them all."""
+    sessions = (
+        AggregationSession.objects.filter(store=OuterRef("pk"))
+        .order_by()
+        .values("store")
+        .annotate(count=Count("id"))
+        .values("count")
+    )
+    return Coalesce(Subquery(sessions, output_field=IntegerField()), 0)
+
+
+def stores_after(queryset: QuerySet, cursor: str | None) -> QuerySet:
+    """The stores after the cursor's position (see `streams_after`)."""
+    return _created_after(queryset, cursor)
+
+
+def stores_documents(stores: list[AggregationStore]) -> list[dict[str, Any]]:
+    """Stores as the list answers them, in one query for any number of stores: their
+    node's name and group fields come from their stream's latest version. A store
+    whose node is gone from it has no node name and no group fields."""
+    latest = StreamVersion.objects.filter(
+        stream_id__in={store.stream_id for store in stores}, is_latest=True
+    ).values_list("stream_id", "config")
+    nodes = {
+        (stream_id, node.get("id")): node for stream_id, config in latest for node in _nodes(config)
+    }
+    return [store_document(store, nodes.get((store.stream_id, store.node_id))) for store in stores]
+
+
+def store_document(store: AggregationStore, node: dict[str, Any] | None) -> dict[str, Any]:
+    """A store from `stores_list` (stream loaded, sessions counted) with its node."""
+    return {
+        "id": str(store.id),
+        "kind": store.kind,
+        "streamId": str(store.stream_id),
+        "streamName": store.stream.name,
+        "nodeId": store.node_id,
+        "nodeName": node.get("name") if node is not None else None,
+        "groupFields": store_group_fields(store.kind, node) if node is not None else [],
+        "sessionCount": store.session_count,
+        "createdAt": format_datetime(store.created_at),
+    }
+
+
+def store_get(*, operator, store_id: Any) -> AggregationStore | None:
+    """The operator's store with this id; None for another operator's, an unknown or a
+    malformed id alike (the API answers each with the same 404)."""
+    found = uuid_or_none(store_id)
+    if found is None:
+        return None
+    return AggregationStore.objects.filter(operator=operator, pk=found).first()
+
+
+def store_node(store: AggregationStore) -> dict[str, Any] | None:
+    """The store's node in its stream's latest version; None when it is not there."""
+    config = (
+        StreamVersion.objects.filter(stream_id=store.stream_id, is_latest=True)
+        .values_list("config", flat=True)
+        .first()
+    )
+    return next((node for node in _nodes(config) if node.get("id") == store.node_id), None)
+
+
+def store_group_fields(kind: str, node: dict[str, Any]) -> list[list[str]]:
+    """The field lists a store's session keys are made of, in key order: a data
+    aggregator's one (`groupKeys[].field`), a script aggregator's one per rule
+    (`groupByRules[].fields`). Entries that are not field names are left out: the runtime
+    refuses such a node when it runs, so it has no sessions to find."""
+    params = node.get("params")
+    if not isinstance(params, dict):
+        return []
+    if kind == AggregationStore.Kind.DATA:
+        rules = [params.get("groupKeys")]
+    else:
+        rules = params.get("groupByRules")
+        rules = [rule.get("fields") if isinstance(rule, dict) else rule for rule in rules or []]
+    field_lists = []
+    for rule in rules:
+        entries = rule if isinstance(rule, list) else []
+        names = [entry.get("field") if isinstance(entry, dict) else entry for entry in entries]
+        names = [name for name in names if isinstance(name, str) and name]
+        if names:
+            field_lists.append(names)
+    return field_lists
+
+
+def session_lookup(*, store: AggregationStore, values: list[str]) -> AggregationSession | None:
+    """The session of `store` that group values (in the order of the group fields) make,
+    as the aggregator keyed it; None when there is none.
+
+    1. The store's node in the latest version gives its field lists; StoreNodeGone when
+       the node is not there any more.
+    2. The values must be as many as the fields of one of the lists (for a script store
+       with several rules, the first such rule names the fields); FieldValuesMismatch,
+       naming the lists, when they are not.
+    3. `session_key(values)` is the key the runtime stored the session under.
+    """
+    node = store_node(store)
+    if node is None:
+        raise StoreNodeGone("The store's node is no longer in its stream's latest version.")
+    field_lists = store_group_fields(store.kind, node)
+    if not any(len(fields) == len(values) for fields in field_lists):
+        raise FieldValuesMismatch(_field_count_message(field_lists, len(values)))
+    if any("\x00" in value for value in values):
+        return None  # no stored key holds one (PostgreSQL text cannot)
+    return AggregationSession.objects.filter(
+        operator_id=store.operator_id, store=store, key=session_key(values)
+    ).first()
+
+
+def session_document(session: AggregationSession) -> dict[str, Any]:
+    """A session as the lookup answers it; `partials` (the running state of a data
+    aggregator's operations) is the runtime's own and stays inside."""
+    return {
+        "createdAt": format_datetime(session.created_at),
+        "updatedAt": format_datetime(session.updated_at),
+        "timeoutAt": format_datetime(session.timeout_at) if session.timeout_at else None,
+        "data": session.data,
+        "meta": {key: value for key, value in session.meta.items() if key != "partials"},
+    }
+
+
+def _nodes(config: Any) -> list[dict[str, Any]]:
+    nodes = config.get("nodes") if isinstance(config, dict) else None
+    return [node for node in nodes or [] if isinstance(node, dict)]
+
+
+def _field_count_message(field_lists: list[list[str]], sent: int) -> str:
+    if not field_lists:
+        return "The store's node names no group fields, so no session can be looked up."
+    described = " or ".join(
+        f"{len(fields)} field{'s' if len(fields) != 1 else ''} ({', '.join(fields)})"
+        for fields in field_lists
+    )
+    which = "each of them" if len(field_lists) == 1 else "each field of one of them"
+    return (
+        f"The store groups by {described}: send one fieldValues value for {which}, "
+        f"in that order (got {sent})."
+    )

@@ -19,7 +19,14 @@ from common.errors import ServiceConflict
 from common.ids import uuid_or_none
 from common.tasks import enqueue_on_commit
 from streams.catalogue import FUNCTIONS, declared_outputs, params_problems
-from streams.models import Solution, Stream, StreamExecution, StreamKey, StreamVersion
+from streams.models import (
+    AggregationStore,
+    Solution,
+    Stream,
+    StreamExecution,
+    StreamKey,
+    StreamVersion,
+)
 from streams.runtime.base import REGISTRY
 from tenants.models import Operator
 
@@ -305,6 +312,25 @@ def _keys_ensure(stream: Stream, nodes: list[dict]) -> None:
         if node.get("type") in KEYED_TYPES
     ]
     StreamKey.objects.bulk_create(wanted, ignore_conflicts=True)
+    store_kinds = {
+        StreamKey.Resource.DATA_AGGREGATION_STORE: AggregationStore.Kind.DATA,
+        StreamKey.Resource.SCRIPT_AGGREGATION_STORE: AggregationStore.Kind.SCRIPT,
+    }
+    AggregationStore.objects.bulk_create(
+        [
+            AggregationStore(
+                id=key.value,
+                operator_id=key.operator_id,
+                stream=stream,
+                node_id=key.node_id,
+                kind=store_kinds[key.resource],
+            )
+            for key in StreamKey.objects.filter(
+                stream=stream, kind=StreamKey.Kind.STORE_ID, resource__in=list(store_kinds)
+            )
+        ],
+        ignore_conflicts=True,
+    )
 
 
 def _free_copy_name(solution: Solution, name: str) -> str:
@@ -324,26 +350,26 @@ def _description(config: dict) -> str:
     return description if isinstance(description, str) else ""
 
 
-# Node types the stream runtime can run; the aggregators wait for aggregation stores.
-WAITING_TYPES = {
-    "transforms/data_aggregate": "aggregation stores do not exist yet",
-    "transforms/script_aggregate": "aggregation stores do not exist yet",
-}
+# Node types the stream runtime cannot run yet, with why (none today).
+WAITING_TYPES: dict[str, str] = {}
 RUNNABLE_TYPES: frozenset[str] = frozenset(REGISTRY) - frozenset(WAITING_TYPES)
 
 
 def stream_update(*, stream: Stream, actor: dict[str, str], **fields) -> Stream:
     """Change a stream's settings: `enabled`, `processing_type`, `description`,
-    `schedule` (batch streams only). Enabling a stream with a node that cannot run yet
-    is a StreamConflict naming the nodes."""
+    `schedule` (batch streams only). Enabling a stream with a node that cannot run in
+    it (or making an enabled stream one it cannot run in) is a StreamConflict naming the
+    nodes."""
     processing_type = fields.get("processing_type", stream.processing_type)
     if fields.get("schedule") and processing_type != Stream.ProcessingType.BATCH:
         raise StreamConflict("Only batch streams run on a schedule.")
-    if fields.get("enabled"):
+    if fields.get("enabled", stream.enabled) and (
+        "enabled" in fields or "processing_type" in fields
+    ):
         latest = stream.versions.filter(is_latest=True).first()
-        idle = _idle_nodes(latest)
+        idle = _idle_nodes(latest, processing_type)
         if idle:
-            raise StreamConflict(f"These nodes cannot run yet: {', '.join(idle)}.")
+            raise StreamConflict(f"These nodes cannot run in this stream: {', '.join(idle)}.")
     for name, value in fields.items():
         setattr(stream, name, value)
     if processing_type != Stream.ProcessingType.BATCH:
@@ -357,14 +383,25 @@ def stream_update(*, stream: Stream, actor: dict[str, str], **fields) -> Stream:
     return stream
 
 
-def _idle_nodes(version: StreamVersion | None) -> list[str]:
-    """Labels of the version's nodes that cannot run, each with why."""
+def _idle_nodes(version: StreamVersion | None, processing_type: str) -> list[str]:
+    """Labels of the version's nodes that cannot run in a stream of this processing
+    type, each with why."""
     idle = []
     for node in version.config["nodes"] if version else []:
         node_type = node.get("type")
         if node_type not in RUNNABLE_TYPES:
             why = WAITING_TYPES.get(node_type, "the runtime cannot run this function")
             idle.append(f"{_label(node)} ({node_type}: {why})")
+        elif (
+            node_type == "transforms/data_aggregate"
+            and processing_type != Stream.ProcessingType.BATCH
+            and str((node.get("params") or {}).get("flushType") or "").upper() == "ALL_FILES"
+        ):
+            idle.append(
+                f"{_label(node)} (flushType ALL_FILES flushes at the end of a batch "
+                "execution, which a realtime stream never has: use EACH_FILE, TIMEOUT or "
+                "CONDITION)"
+            )
     return idle
 
 
@@ -382,9 +419,9 @@ def execution_create(*, stream: Stream, trigger: str) -> StreamExecution:
     latest = stream.versions.filter(is_latest=True).first()
     if latest is None:
         raise StreamConflict("The stream has no configuration to run.")
-    idle = _idle_nodes(latest)
+    idle = _idle_nodes(latest, stream.processing_type)
     if idle:
-        raise StreamConflict(f"These nodes cannot run yet: {', '.join(idle)}.")
+        raise StreamConflict(f"These nodes cannot run in this stream: {', '.join(idle)}.")
     execution = StreamExecution.objects.create(
         operator_id=stream.operator_id, stream=stream, trigger=trigger
     )
@@ -593,16 +630,27 @@ def stream_preview(
 # -- Housekeeping -----------------------------------------------------------------------
 
 
+FLUSH_CLAIMS_KEPT = datetime.timedelta(days=7)
+
+
 def streams_sweep(*, now: datetime.datetime | None = None) -> None:
-    """Forget expired deduplication keys, trim each stream's log to its newest lines,
-    and fold node counter deltas."""
+    """Forget expired deduplication keys and week-old flush claims, trim each stream's
+    log to its newest lines, and fold node counter deltas."""
     from django.conf import settings
 
     from common.db import deltas_fold
-    from streams.models import DedupeKey, NodeCounter, NodeCounterDelta, StreamLogLine
+    from streams.models import (
+        AggregationFlush,
+        DedupeKey,
+        NodeCounter,
+        NodeCounterDelta,
+        StreamLogLine,
+    )
 
     now = now or timezone.now()
     DedupeKey.objects.filter(expires_at__lte=now).delete()
+    # A claim only has to outlive the transactions that could race for its session.
+    AggregationFlush.objects.filter(flushed_at__lte=now - FLUSH_CLAIMS_KEPT).delete()
     keep = settings.TALLY["STREAMS"]["LOG_MAX_LINES"]
     table = StreamLogLine._meta.db_table
     with connection.cursor() as cursor:

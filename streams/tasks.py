@@ -39,5 +39,17 @@ def flushes_run() -> int:
 
 
 @shared_task(acks_late=True, reject_on_worker_lost=True, ignore_result=True)
+def sessions_flush_due() -> int:
+    total = 0
+    for _ in range(FLUSH_BATCHES_PER_CALL):
+        handled = runner.sessions_flush_due()
+        total += handled
+        if not handled:
+            return total
+    sessions_flush_due.delay()
+    return total
+
+
+@shared_task(acks_late=True, reject_on_worker_lost=True, ignore_result=True)
 def streams_sweep() -> None:
     services.streams_sweep()

@@ -190,3 +190,60 @@ PREVIEW = {
         "changes": {"type": "array", "items": {"type": "object"}},
     },
 }
+STORE = {
+    "type": "object",
+    "properties": {
+        "id": {"type": "string", "format": "uuid", "description": "The node's storeId."},
+        "kind": {"type": "string", "enum": ["data", "script"]},
+        "streamId": {"type": "string", "format": "uuid"},
+        "streamName": {"type": "string"},
+        "nodeId": {"type": "string"},
+        "nodeName": {
+            "type": "string",
+            "nullable": True,
+            "description": "null when the node is no longer in the stream's latest version.",
+        },
+        "groupFields": {
+            "type": "array",
+            "description": "The field lists session keys are made of, in key order: one "
+            "for a data aggregator, one per group-by rule for a script aggregator.",
+            "items": {"type": "array", "items": {"type": "string"}},
+        },
+        "sessionCount": {"type": "integer"},
+        "createdAt": {"type": "string", "format": "date-time"},
+    },
+    "required": [
+        "id",
+        "kind",
+        "streamId",
+        "streamName",
+        "nodeId",
+        "nodeName",
+        "groupFields",
+        "sessionCount",
+        "createdAt",
+    ],
+}
+STORE_LIST = {
+    "type": "object",
+    "properties": {
+        "stores": {"type": "array", "items": STORE},
+        "nextCursor": {"type": "string", "nullable": True},
+    },
+    "required": ["stores", "nextCursor"],
+}
+SESSION = {
+    "type": "object",
+    "properties": {
+        "createdAt": {"type": "string", "format": "date-time"},
+        "updatedAt": {"type": "string", "format": "date-time"},
+        "timeoutAt": {"type": "string", "format": "date-time", "nullable": True},
+        "data": {"type": "object", "additionalProperties": True},
+        "meta": {
+            "type": "object",
+            "description": "count, firstEvent, lastEvent and any property a script set.",
+            "additionalProperties": True,
+        },
+    },
+    "required": ["createdAt", "updatedAt", "timeoutAt", "data", "meta"],
+}

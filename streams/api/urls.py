@@ -1,8 +1,14 @@
 from django.urls import path
 
-from streams.api.views import FunctionViewSet, SolutionViewSet, StreamViewSet
+from streams.api.views import (
+    AggregationStoreViewSet,
+    FunctionViewSet,
+    SolutionViewSet,
+    StreamViewSet,
+)
 
 BASE = "stream-management/v1"
+AGGREGATION = "aggregation/v1"
 
 urlpatterns = [
     path(f"{BASE}/streams", StreamViewSet.as_view({"get": "page"}), name="stream-list"),
@@ -41,4 +47,14 @@ urlpatterns = [
     ),
     path(f"{BASE}/functions", FunctionViewSet.as_view({"get": "catalogue"}), name="functions"),
     path(f"{BASE}/solutions", SolutionViewSet.as_view({"get": "list"}), name="solutions"),
+    path(
+        f"{AGGREGATION}/stores",
+        AggregationStoreViewSet.as_view({"get": "page"}),
+        name="aggregation-stores",
+    ),
+    path(
+        f"{AGGREGATION}/stores/<str:pk>/sessions/lookup",
+        AggregationStoreViewSet.as_view({"get": "session_lookup"}),
+        name="aggregation-session-lookup",
+    ),
 ]

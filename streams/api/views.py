@@ -1,4 +1,5 @@
-"""Stream management: /stream-management/v1/streams, …/functions and …/solutions."""
+"""Stream management: /stream-management/v1/streams, …/functions and …/solutions;
+aggregation: /aggregation/v1/stores and the session lookup."""
 
 from __future__ import annotations
 
@@ -20,10 +21,11 @@ from streams.api.serializers import (
     StreamUpdateSerializer,
 )
 from streams.catalogue import catalogue_json
-from streams.models import Solution, Stream, StreamExecution
+from streams.models import AggregationStore, Solution, Stream, StreamExecution
 from tenants.api.base import OperatorViewSet
 
 READ, WRITE = "stream-management:read:streams", "stream-management:write:streams"
+SESSIONS = "aggregation:read:sessions"
 # What the import endpoint takes at the most (larger: 413 before parsing).
 MAX_IMPORT_BYTES = 2 * 1024 * 1024
 DEFAULT_LIMIT = 20
@@ -281,10 +283,10 @@ def _resource_refs(request: Request) -> list:
         raise exceptions.ValidationError({"resourceRefs": [str(exc)]}) from None
 
 
-def _uuid(value: str):
+def _uuid(value: str, name: str = "solutionId"):
     found = uuid_or_none(value)
     if found is None:
-        raise exceptions.ValidationError({"solutionId": ["Must be a UUID."]})
+        raise exceptions.ValidationError({name: ["Must be a UUID."]})
     return found
 
 
@@ -320,3 +322,80 @@ class FunctionViewSet(OperatorViewSet):
     @extend_schema(operation_id="functions_list", responses={200: schema.FUNCTIONS})
     def catalogue(self, request: Request) -> Response:
         return Response({"functions": catalogue_json()})
+
+
+class AggregationStoreViewSet(OperatorViewSet):
+    """Aggregation stores: where each aggregator node keeps its sessions (the store's id
+    is the node's `storeId`), and the lookup of one session by its group values."""
+
+    queryset = AggregationStore.objects.all()
+    pagination_class = None  # a cursor, as the streams list
+    # `page`, not `list`: see StreamViewSet.
+    required_scopes = {"page": SESSIONS, "session_lookup": SESSIONS}
+    rate_limit_group = "aggregation"
+
+    @extend_schema(
+        operation_id="aggregation_stores_list",
+        parameters=[
+            OpenApiParameter("cursor", str, description="nextCursor of the previous page."),
+            OpenApiParameter("limit", int, description=f"At most {MAX_LIMIT}."),
+            OpenApiParameter("streamId", str, description="Only this stream's stores."),
+        ],
+        responses={200: schema.STORE_LIST},
+    )
+    def page(self, request: Request) -> Response:
+        """Tally's extension: the operator's aggregation stores, oldest first, with
+        their node and the fields their sessions are grouped by."""
+        limit = query_int(request, "limit", DEFAULT_LIMIT, MAX_LIMIT)
+        stream_id = None
+        if request.query_params.get("streamId"):
+            stream_id = _uuid(request.query_params["streamId"], "streamId")
+        stores = selectors.stores_list(operator=request.user.operator, stream_id=stream_id)
+        try:
+            stores = selectors.stores_after(stores, request.query_params.get("cursor"))
+        except selectors.BadCursor as exc:
+            raise exceptions.ValidationError({"cursor": [str(exc)]}) from None
+        page = list(stores[: limit + 1])
+        more, page = len(page) > limit, page[:limit]
+        next_cursor = selectors.cursor_encode(page[-1]) if more and page else None
+        return Response({"stores": selectors.stores_documents(page), "nextCursor": next_cursor})
+
+    @extend_schema(
+        operation_id="aggregation_sessions_lookup",
+        parameters=[
+            OpenApiParameter(
+                "fieldValues",
+                str,
+                many=True,
+                required=True,
+                description="The session's group values, in the order of the store's "
+                "group fields (repeat the parameter: fieldValues=customer123&"
+                "fieldValues=order456). A data aggregator's period field takes its period "
+                "as the aggregator writes it (2024-09 for a month).",
+            ),
+        ],
+        responses={200: schema.SESSION},
+    )
+    def session_lookup(self, request: Request, pk: str) -> Response:
+        """Find a session by the key its group values make, as the aggregator computes
+        it. A script aggregator with several group-by rules: the values must be as many
+        as the fields of one rule."""
+        store = selectors.store_get(operator=request.user.operator, store_id=pk)
+        if store is None:
+            raise exceptions.NotFound("No such aggregation store.")
+        values = request.query_params.getlist("fieldValues")
+        if not values:
+            raise exceptions.ValidationError(
+                {"fieldValues": ["Send the session's group values as fieldValues."]}
+            )
+        if any("\x00" in value for value in values):
+            raise exceptions.ValidationError({"fieldValues": ["A value contains a NUL character."]})
+        try:
+            session = selectors.session_lookup(store=store, values=values)
+        except selectors.StoreNodeGone as exc:
+            raise exceptions.NotFound(str(exc)) from None
+        except selectors.FieldValuesMismatch as exc:
+            raise exceptions.ValidationError({"fieldValues": [str(exc)]}) from None
+        if session is None:
+            raise exceptions.NotFound("No session of this store has these group values.")
+        return Response(selectors.session_document(session))

@@ -250,41 +250,57 @@ def graph_run(
 
 def _process_replaying(function, items: list[Item], emit: Emit, ctx: NodeContext) -> None:
     """Run a replayed function (see Function.replay_on_rerun). The first pass records
-    what it emitted per origin and the state it ended with; later passes of the same
-    batch emit those records again for the origins they still hold, and run the function
-    only for items it has not seen (starting from the recorded state)."""
+    what it emitted per origin, what it was given, and the state it ended with; later
+    passes of the same batch emit those records again for the origins they still hold
+    and that reach it unchanged, and run the function for the rest (starting from the
+    recorded state). An input can change between passes when an upstream node folds
+    records together (an aggregator without the failed record)."""
     memo = ctx.memo
     seen: dict[int, list[tuple[str | None, Any]]] | None = memo.get("replay")
     if seen is None:
         function.process(items, emit)
-        # Functions never change their input (base.py), so the emitted payloads can be
-        # kept as they are; a replay hands out copies.
+        # Functions never change their input (base.py), so the emitted payloads and the
+        # inputs can be kept as they are; a replay hands out copies.
         recorded: dict[int, list[tuple[str | None, Any]]] = {item.origin: [] for item in items}
         for output, produced in emit.outputs.items():
             for item in produced:
                 recorded.setdefault(item.origin, []).append((output, item.payload))
+        given: dict[int, list[Any]] = {}
+        for item in items:
+            given.setdefault(item.origin, []).append(item.payload)
         memo["replay"] = recorded
+        memo["inputs"] = given
         memo["state"] = copy.deepcopy(ctx.state)
         return
     ctx.state.clear()
     ctx.state.update(copy.deepcopy(memo["state"]))
-    fresh = [item for item in items if item.origin not in seen]
-    replayed: set[int] = set()
+    given_now: dict[int, list[Any]] = {}
     for item in items:
-        if item.origin in seen and item.origin not in replayed:
-            replayed.add(item.origin)
-            for output, payload in seen[item.origin]:
-                emit(Item(copy.deepcopy(payload), item.origin), output)
+        given_now.setdefault(item.origin, []).append(item.payload)
+    inputs = memo["inputs"]
+    for origin, payloads in given_now.items():
+        if origin in seen and inputs.get(origin) != payloads:
+            del seen[origin]  # what it was given changed: run it again
+    fresh = [item for item in items if item.origin not in seen]
     if fresh:
         extra = Emit()
         function.process(fresh, extra)
+        for item in fresh:
+            inputs[item.origin] = given_now[item.origin]
+            seen[item.origin] = []
         for output, produced in extra.outputs.items():
             for item in produced:
-                emit(item, output)
                 seen.setdefault(item.origin, []).append((output, item.payload))
         for origin, reason in extra.failed.items():
             emit.failed.setdefault(origin, reason)
         memo["state"] = copy.deepcopy(ctx.state)
+    # Everything goes out in input order, replayed or not.
+    done: set[int] = set()
+    for item in items:
+        if item.origin not in done and item.origin not in emit.failed:
+            done.add(item.origin)
+            for output, payload in seen.get(item.origin, ()):
+                emit(Item(copy.deepcopy(payload), item.origin), output)
 
 
 @dataclass

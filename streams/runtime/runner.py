@@ -432,3 +432,177 @@ def flushes_run(*, limit: int = 500) -> int:
             batch_finish(runs, run=RunSettings(now=timezone.now()))
         PendingFlush.objects.filter(pk__in=[row.pk for row in pending]).delete()
     return len(pending)
+
+
+# -- Aggregation sessions past their timeout ---------------------------------------------
+
+
+def sessions_flush_due(*, limit: int = 500, now: datetime.datetime | None = None) -> int:
+    """Flush sessions whose `timeoutAt` has passed, a batch per call, in one transaction
+    with their deletion. Rows are taken FOR UPDATE SKIP LOCKED (a batch changing a
+    session holds its row, so it is flushed after, with that change); each flush is
+    claimed in AggregationFlush, so a session goes downstream once. A script store's
+    `onTimeout` runs first. Returns how many sessions were handled."""
+    from django.db import transaction
+
+    from streams.models import AggregationSession, AggregationStore
+
+    now = now or timezone.now()
+    with transaction.atomic():
+        runnable = Q(store__stream__enabled=True) | Q(
+            store__stream__processing_type=Stream.ProcessingType.BATCH
+        )
+        due = list(
+            AggregationSession.objects.select_for_update(skip_locked=True, of=("self",))
+            .filter(runnable, timeout_at__lte=now)
+            .order_by("timeout_at", "id")[:limit]
+        )
+        if not due:
+            return 0
+        stores = AggregationStore.objects.in_bulk({session.store_id for session in due})
+        by_store: dict[uuid.UUID, list] = {}
+        for session in due:
+            by_store.setdefault(session.store_id, []).append(session)
+        stream_ids = {stores[store_id].stream_id for store_id in by_store}
+        versions = {
+            v.stream_id: v
+            for v in StreamVersion.objects.filter(stream_id__in=stream_ids, is_latest=True)
+        }
+        origins = itertools.count(1)
+        inputs_by_stream: dict[uuid.UUID, dict[str, list[Item]]] = {}
+        graphs: dict[uuid.UUID, Graph] = {}
+        for store_id, rows in by_store.items():
+            store = stores[store_id]
+            version = versions.get(store.stream_id)
+            graph = graph_for(version) if version is not None else None
+            node = graph.nodes.get(store.node_id) if graph is not None else None
+            if graph is not None:
+                graphs[store.stream_id] = graph
+            emitted = _timed_out_outputs(store, node, graph, rows, now)
+            if node is None:
+                continue  # the node is gone: its sessions end with nothing downstream
+            inputs = inputs_by_stream.setdefault(store.stream_id, {})
+            for payloads in emitted:
+                origin = next(origins)
+                for payload in payloads:
+                    for target in graph.downstream(store.node_id, None):
+                        inputs.setdefault(target, []).append(Item(payload, origin))
+        runs = [
+            (graphs[stream_id], inputs, graphs[stream_id].reachable_from(inputs))
+            for stream_id, inputs in inputs_by_stream.items()
+            if inputs
+        ]
+        if runs:
+            batch_finish(runs, run=RunSettings(now=now))
+    return len(due)
+
+
+def _timed_out_outputs(store, node, graph, rows, now) -> list[list[Any]]:
+    """Flush one store's due sessions; returns, per session flushed or handled, the
+    payloads it sends downstream (only sessions whose flush this transaction claimed)."""
+    from streams.models import AggregationStore
+    from streams.runtime import sessions as session_store
+    from streams.runtime.functions.script_aggregate import session_view, sessions_apply
+
+    stored = {
+        row.key: session_store.StoredSession(
+            row.id, row.key, row.key_values, row.data, row.meta, row.created_at, row.timeout_at
+        )
+        for row in rows
+    }
+    source = ((node or {}).get("params") or {}).get("onTimeout")
+    scripted = isinstance(source, str) and bool(source.strip())
+    if store.kind != AggregationStore.Kind.SCRIPT or not scripted:
+        won = session_store.sessions_flush(
+            operator_id=store.operator_id,
+            store_id=store.id,
+            sessions=list(stored.values()),
+            flush_type="TIMEOUT",
+            now=now,
+        )
+        return [[_timeout_payload(session)] for session in stored.values() if session.id in won]
+
+    from streams.runtime import sandbox
+
+    keys = list(stored)
+    states, _ = states_load([store.stream_id])
+    ctx = NodeContext(
+        operator_id=store.operator_id,
+        stream_id=store.stream_id,
+        version_id=graph.version_id,
+        node=node,
+        now=now,
+        state=dict(states.get((store.stream_id, store.node_id), {})),
+    )
+    outcome = sandbox.run_aggregate_script(
+        operator_id=store.operator_id,
+        version_id=graph.version_id,
+        node_id=store.node_id,
+        source=source,
+        mode="timeout",
+        payloads=[None] * len(keys),
+        keys=keys,
+        sessions={key: session_view(session) for key, session in stored.items()},
+        state=ctx.state,
+        now=now,
+        default_timeout_seconds=None,
+    )
+    emitted: dict[str, list[Any]] = {key: [] for key in keys}
+    changes = dict(outcome.sessions)
+    for key, record in zip(keys, outcome.records, strict=True):
+        for level, message in record.logs:
+            ctx.log(level, message)
+        if record.error is not None:
+            # A failing onTimeout does not keep a session forever: it is flushed as is.
+            ctx.log("error", f"onTimeout failed for session {key!r}: {record.error}")
+            changes.pop(key, None)
+            continue
+        emitted[key].extend(record.pushed)
+    finished = []
+    for key, session in stored.items():
+        change = changes.get(key)
+        after = change.session if change is not None else session_view(session)
+        flushed = change is not None and change.flushed
+        later = (
+            after is not None
+            and after.get("timeoutAt")
+            and (datetime.datetime.fromisoformat(after["timeoutAt"]) > now)
+        )
+        if not flushed and not later:
+            # Neither flushed nor given more time: Tally flushes it.
+            emitted[key].append(after["data"] if after is not None else session.data)
+            finished.append(key)
+            changes[key] = sandbox.SessionChange(flushed=True, session=None)
+    # Rows are held FOR UPDATE, so every claim is ours; a lost one (FlushTaken) rolls
+    # the whole call back.
+    sessions_apply(
+        ctx,
+        store_id=store.id,
+        stored=stored,
+        changes=changes,
+        values={key: session.key_values for key, session in stored.items()},
+        flush_type="TIMEOUT",
+    )
+    if ctx.logs:
+        StreamLogLine.objects.bulk_create(
+            StreamLogLine(
+                operator_id=store.operator_id,
+                stream_id=store.stream_id,
+                node_id=line.node_id,
+                node_name=graph.label(line.node_id)[:200],
+                level=line.level,
+                message=line.message[:2000],
+                created_at=now,
+            )
+            for line in ctx.logs
+        )
+    return [emitted[key] for key in keys if emitted[key]]
+
+
+def _timeout_payload(session) -> dict[str, Any]:
+    """A data-aggregation session as it goes downstream on its timeout."""
+    payload = dict(session.data)
+    payload["createdAt"] = _iso(session.created_at)
+    if session.timeout_at is not None:
+        payload["timeoutAt"] = _iso(session.timeout_at)
+    return payload

@@ -1,4 +1,5 @@
-"""The JavaScript sandbox that runs `transforms/script` nodes, on V8 (mini-racer).
+"""The JavaScript sandbox that runs `transforms/script` and `transforms/script_aggregate`
+nodes, on V8 (mini-racer).
 
 Each (operator, stream version, node, script) gets its own V8 isolate, so nothing one
 script does can be seen by another. An isolate is set up once and kept in a small
@@ -16,6 +17,11 @@ results come back the same way:
    `SCRIPT_MEMORY_LIMIT_MB` of heap. Breaking either fails every record of the batch
    and throws the isolate away (the next batch gets a fresh one).
 
+A script aggregator's script is compiled with one more parameter, `session`: the
+aggregation session of the record's key, which it may change, push or flush (see
+`run_aggregate_script`). The two kinds never share a runner: the same source compiles
+differently (a plain script may declare its own `session`).
+
 Why a notification rather than a return value: the script's `await`s resolve in V8's
 microtask queue, which mini-racer drains *after* a call returns, outside its timeout.
 So the batch reports its end through a callback, Python waits for it with its own
@@ -26,12 +32,14 @@ from __future__ import annotations
 
 import asyncio
 import concurrent.futures
+import datetime
 import functools
 import hashlib
 import threading
 import time
 import uuid
 from collections import OrderedDict
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from functools import cache
 from pathlib import Path
@@ -73,11 +81,43 @@ class BatchOutcome:
     state: dict[str, Any]
 
 
+@dataclass
+class SessionChange:
+    """What a batch did to the session of one key. `flushed`: the session was flushed
+    (removed) at least once; `session`: the session after the batch, or None when it
+    is gone, as {"data": {...}, "meta": {...}, "timeoutAt": ISO text or None,
+    "createdAt": ISO text}. Flushed and present means a later record began it again."""
+
+    flushed: bool
+    session: dict[str, Any] | None
+
+
+@dataclass
+class AggregateOutcome:
+    """`BatchOutcome` for a script aggregator, plus the sessions changed by records that
+    went through (keys touched only by failed records are absent)."""
+
+    records: list[RecordOutcome]
+    state: dict[str, Any]
+    sessions: dict[str, SessionChange]
+
+
+# The two kinds of script a runner compiles (see `ScriptRunner`).
+SCRIPT = "script"
+AGGREGATE = "aggregate"
+AGGREGATE_MODES = ("transform", "timeout")
+
+
 class ScriptRunner:
     """One compiled script in its own V8 isolate. Not for use by two threads at once:
-    `run_batch` holds the runner's lock."""
+    `run_batch` and `run_aggregate_batch` hold the runner's lock. `kind` is SCRIPT (a
+    `transforms/script`, run with `run_batch`) or AGGREGATE (a script aggregator's
+    script, which also gets `session`, run with `run_aggregate_batch`)."""
 
-    def __init__(self, source: str) -> None:
+    def __init__(self, source: str, kind: str = SCRIPT) -> None:
+        if kind not in (SCRIPT, AGGREGATE):
+            raise ValueError(f"Unknown script kind {kind!r}.")
+        self.kind = kind
         self._lock = threading.Lock()
         self._racer: MiniRacer | None = None
         self._notification = None
@@ -100,7 +140,7 @@ class ScriptRunner:
         self._racer = racer
         try:
             make_runner = racer.eval(_bootstrap_source(), timeout_sec=_SETUP_SECONDS)
-            self._start_batch = make_runner(notify, source, timeout_sec=_SETUP_SECONDS)
+            self._start_batch = make_runner(notify, source, self.kind, timeout_sec=_SETUP_SECONDS)
         except JSEvalException as exc:
             self.close()
             raise SandboxSetupError(_first_line(exc)) from exc
@@ -133,6 +173,7 @@ class ScriptRunner:
         """Run the script once per payload, in order, starting from `state` (the node's
         `state.node`). Never raises for what the script does; a broken limit fails
         every record and closes this runner (the cache then builds a new one)."""
+        self._check_kind(SCRIPT)
         with self._lock:
             if self.compile_error is not None:
                 return _all_failed(payloads, state, self.compile_error)
@@ -141,38 +182,14 @@ class ScriptRunner:
             return self._run(payloads, state)
 
     def _run(self, payloads: list[Any], state: dict[str, Any]) -> BatchOutcome:
-        limit_ms = settings.TALLY["STREAMS"]["SCRIPT_TIME_LIMIT_MS"]
-        memory_mb = settings.TALLY["STREAMS"]["SCRIPT_MEMORY_LIMIT_MB"]
-        racer = self._racer
-        racer.set_hard_memory_limit(memory_mb * 1024 * 1024)
-        deadline = time.monotonic() + limit_ms / 1000
-        self._finished.clear()
-        self._result = None
         try:
-            self._start_batch(
+            text = self._call(
                 json.encode(payloads).decode(),
                 json.encode(state).decode(),
                 settings.TALLY["STREAMS"]["SCRIPT_STATE_MAX_BYTES"],
-                timeout_sec=limit_ms / 1000,
             )
-        except JSTimeoutException:
-            return self._give_up(payloads, state, _time_reason(limit_ms))
-        except JSOOMException:
-            return self._give_up(payloads, state, _memory_reason(memory_mb))
-        except JSEvalException as exc:
-            # Records run inside a try, so only a broken limit or a broken isolate
-            # gets here; V8 does not always say which limit it was.
-            if racer.was_hard_memory_limit_reached():
-                return self._give_up(payloads, state, _memory_reason(memory_mb))
-            return self._give_up(payloads, state, f"Script failed: {_first_line(exc)}")
-
-        while not self._finished.wait(_POLL_SECONDS):
-            if racer.was_hard_memory_limit_reached():
-                return self._give_up(payloads, state, _memory_reason(memory_mb))
-            if time.monotonic() >= deadline:
-                return self._give_up(payloads, state, _time_reason(limit_ms))
-        text = racer._ctx._value_handle_to_python(self._result)[0]
-        self._result = None
+        except _LimitBroken as exc:
+            return _all_failed(payloads, state, exc.reason)
         try:
             outcome = _parse_outcome(text, len(payloads))
         except json.InvalidJSON as exc:  # e.g. a pushed record nested too deep to read
@@ -181,9 +198,100 @@ class ScriptRunner:
             outcome.state = state
         return outcome
 
-    def _give_up(self, payloads: list[Any], state: dict[str, Any], reason: str) -> BatchOutcome:
+    def run_aggregate_batch(
+        self,
+        *,
+        mode: str,
+        payloads: list[Any],
+        keys: list[str],
+        sessions: dict[str, dict[str, Any]],
+        state: dict[str, Any],
+        now: str,
+        default_timeout_at: str | None,
+    ) -> AggregateOutcome:
+        """`run_batch` for a script aggregator: record i runs with the session of
+        `keys[i]`. `now` and `default_timeout_at` are ISO texts (see
+        `run_aggregate_script`, which prepares them)."""
+        self._check_kind(AGGREGATE)
+        with self._lock:
+            if self.compile_error is not None:
+                return _all_failed_aggregate(payloads, state, self.compile_error)
+            if self._racer is None:
+                raise SandboxClosed("This script runner was closed.")
+            # Only the sessions this batch reads cross into V8; in timeout mode the
+            # script sees no payload, so none crosses.
+            stored = {key: sessions[key] for key in dict.fromkeys(keys) if key in sessions}
+            records = [None] * len(payloads) if mode == "timeout" else payloads
+            try:
+                text = self._call(
+                    json.encode(records).decode(),
+                    json.encode(keys).decode(),
+                    json.encode(stored).decode(),
+                    json.encode(state).decode(),
+                    settings.TALLY["STREAMS"]["SCRIPT_STATE_MAX_BYTES"],
+                    now,
+                    mode,
+                    default_timeout_at,
+                )
+            except _LimitBroken as exc:
+                return _all_failed_aggregate(payloads, state, exc.reason)
+            try:
+                outcome = _parse_aggregate_outcome(text, len(payloads))
+            except json.InvalidJSON as exc:
+                reason = f"The script's output is unusable: {exc.message}"
+                return _all_failed_aggregate(payloads, state, reason)
+            if outcome.state is None:
+                outcome.state = state
+            return outcome
+
+    def _check_kind(self, kind: str) -> None:
+        if self.kind != kind:
+            raise ValueError(f"This runner compiled a {self.kind!r} script, not a {kind!r} one.")
+
+    def _call(self, *args: Any) -> str:
+        """Start a batch in V8 with `args` and wait for its answer (JSON text). Raises
+        _LimitBroken, having closed this runner, when the batch broke a limit or the
+        isolate."""
+        limit_ms = settings.TALLY["STREAMS"]["SCRIPT_TIME_LIMIT_MS"]
+        memory_mb = settings.TALLY["STREAMS"]["SCRIPT_MEMORY_LIMIT_MB"]
+        racer = self._racer
+        racer.set_hard_memory_limit(memory_mb * 1024 * 1024)
+        deadline = time.monotonic() + limit_ms / 1000
+        self._finished.clear()
+        self._result = None
+        try:
+            self._start_batch(*args, timeout_sec=limit_ms / 1000)
+        except JSTimeoutException:
+            raise self._give_up(_time_reason(limit_ms)) from None
+        except JSOOMException:
+            raise self._give_up(_memory_reason(memory_mb)) from None
+        except JSEvalException as exc:
+            # Records run inside a try, so only a broken limit or a broken isolate
+            # gets here; V8 does not always say which limit it was.
+            if racer.was_hard_memory_limit_reached():
+                raise self._give_up(_memory_reason(memory_mb)) from None
+            raise self._give_up(f"Script failed: {_first_line(exc)}") from None
+
+        while not self._finished.wait(_POLL_SECONDS):
+            if racer.was_hard_memory_limit_reached():
+                raise self._give_up(_memory_reason(memory_mb))
+            if time.monotonic() >= deadline:
+                raise self._give_up(_time_reason(limit_ms))
+        text = racer._ctx._value_handle_to_python(self._result)[0]
+        self._result = None
+        return text
+
+    def _give_up(self, reason: str) -> _LimitBroken:
         self.close()
-        return _all_failed(payloads, state, reason)
+        return _LimitBroken(reason)
+
+
+class _LimitBroken(Exception):
+    """A batch broke the time or memory limit (or the isolate): every record fails."""
+
+    def __init__(self, reason: str) -> None:
+        super().__init__(reason)
+        self.reason = reason
 
 
 class SandboxSetupError(Exception):
@@ -198,8 +306,27 @@ def _all_failed(payloads: list[Any], state: dict[str, Any], reason: str) -> Batc
     return BatchOutcome([RecordOutcome(error=reason) for _ in payloads], state)
 
 
-def _parse_outcome(text: str, expected: int) -> BatchOutcome:
+def _all_failed_aggregate(
+    payloads: list[Any], state: dict[str, Any], reason: str
+) -> AggregateOutcome:
+    return AggregateOutcome([RecordOutcome(error=reason) for _ in payloads], state, {})
+
+
+def _parse_aggregate_outcome(text: str, expected: int) -> AggregateOutcome:
     decoded = json.loads_lenient(text)
+    batch = _batch_outcome(decoded, expected)
+    sessions = {
+        key: SessionChange(flushed=change["flushed"], session=change["session"])
+        for key, change in decoded.get("sessions", {}).items()
+    }
+    return AggregateOutcome(batch.records, batch.state, sessions)
+
+
+def _parse_outcome(text: str, expected: int) -> BatchOutcome:
+    return _batch_outcome(json.loads_lenient(text), expected)
+
+
+def _batch_outcome(decoded: dict[str, Any], expected: int) -> BatchOutcome:
     if "fatal" in decoded:  # the runner itself broke: no record got through
         return BatchOutcome([RecordOutcome(error=decoded["fatal"]) for _ in range(expected)], None)
     records = []
@@ -235,9 +362,9 @@ def _first_line(exc: Exception) -> str:
 
 
 class RunnerCache:
-    """Compiled runners by (operator, version, node, source hash), least recently used
-    evicted first. A runner is never shared between keys, so two nodes (or operators)
-    with the same script still get separate isolates."""
+    """Compiled runners by (kind, operator, version, node, source hash), least recently
+    used evicted first. A runner is never shared between keys, so two nodes (or
+    operators) with the same script still get separate isolates."""
 
     def __init__(self, size: int = CACHE_SIZE) -> None:
         self.size = size
@@ -245,16 +372,23 @@ class RunnerCache:
         self._lock = threading.Lock()
 
     def get(
-        self, *, operator_id: uuid.UUID, version_id: uuid.UUID, node_id: str, source: str
+        self,
+        *,
+        operator_id: uuid.UUID,
+        version_id: uuid.UUID,
+        node_id: str,
+        source: str,
+        kind: str = SCRIPT,
     ) -> ScriptRunner:
-        key = (operator_id, version_id, node_id, hashlib.sha256(source.encode()).hexdigest())
+        digest = hashlib.sha256(source.encode()).hexdigest()
+        key = (kind, operator_id, version_id, node_id, digest)
         with self._lock:
             runner = self._runners.get(key)
             if runner is not None and not runner.closed:
                 self._runners.move_to_end(key)
                 return runner
         # Build outside the lock: setup takes milliseconds and other keys need not wait.
-        runner = ScriptRunner(source)
+        runner = ScriptRunner(source, kind)
         evicted = []
         with self._lock:
             previous = self._runners.pop(key, None)
@@ -291,7 +425,73 @@ def run_script(
 ) -> BatchOutcome:
     """Run `source` over a batch with the cached runner for this node. Never raises
     for the script's sake: whatever goes wrong fails records, with the reason."""
-    call = functools.partial(_run_cached, operator_id, version_id, node_id, source, payloads, state)
+    return _outside_running_loop(
+        functools.partial(
+            _run_cached,
+            SCRIPT,
+            (operator_id, version_id, node_id, source),
+            lambda runner: runner.run_batch(payloads, state),
+            lambda reason: _all_failed(payloads, state, reason),
+        )
+    )
+
+
+def run_aggregate_script(
+    *,
+    operator_id: uuid.UUID,
+    version_id: uuid.UUID,
+    node_id: str,
+    source: str,
+    mode: str,
+    payloads: list[Any],
+    keys: list[str],
+    sessions: dict[str, dict[str, Any]],
+    state: dict[str, Any],
+    now: datetime.datetime,
+    default_timeout_seconds: float | None,
+) -> AggregateOutcome:
+    """Run a script aggregator's `source` over a batch with the cached runner for this
+    node: record i (`payloads[i]`) with the session of `keys[i]`, in order.
+
+    `sessions` holds the stored sessions of those keys (as `SessionChange.session`); a
+    key without one starts a fresh session (empty data, `meta.count` 0, created `now`,
+    due `default_timeout_seconds` after it, or never when None). In mode "transform"
+    each record first counts in its session's meta (`count`, `firstEvent`,
+    `lastEvent`); in mode "timeout" (a node's onTimeout script, for due sessions) the
+    script gets `payload` null, `payloads` only giving the number of records, and meta
+    is left alone. Never raises for the script's sake: what goes wrong fails records,
+    and a failed record changes neither `state.node` nor its session."""
+    if mode not in AGGREGATE_MODES:
+        raise ValueError(f"Unknown script aggregator mode {mode!r}.")
+    if len(payloads) != len(keys):
+        raise ValueError(f"{len(payloads)} payloads but {len(keys)} session keys.")
+    if now.tzinfo is None:
+        raise ValueError("`now` must be an aware datetime.")
+    default_timeout_at = (
+        None
+        if default_timeout_seconds is None
+        else json.format_datetime(now + datetime.timedelta(seconds=default_timeout_seconds))
+    )
+    return _outside_running_loop(
+        functools.partial(
+            _run_cached,
+            AGGREGATE,
+            (operator_id, version_id, node_id, source),
+            lambda runner: runner.run_aggregate_batch(
+                mode=mode,
+                payloads=payloads,
+                keys=[str(key) for key in keys],
+                sessions=sessions,
+                state=state,
+                now=json.format_datetime(now),
+                default_timeout_at=default_timeout_at,
+            ),
+            lambda reason: _all_failed_aggregate(payloads, state, reason),
+        )
+    )
+
+
+def _outside_running_loop(call: Callable[[], Any]) -> Any:
     try:
         asyncio.get_running_loop()
     except RuntimeError:
@@ -302,18 +502,28 @@ def run_script(
         return pool.submit(call).result()
 
 
-def _run_cached(operator_id, version_id, node_id, source, payloads, state) -> BatchOutcome:
+def _run_cached(
+    kind: str,
+    ids: tuple[uuid.UUID, uuid.UUID, str, str],
+    run: Callable[[ScriptRunner], Any],
+    fail: Callable[[str], Any],
+) -> Any:
+    operator_id, version_id, node_id, source = ids
     for _attempt in range(2):
         try:
             runner = runners.get(
-                operator_id=operator_id, version_id=version_id, node_id=node_id, source=source
+                operator_id=operator_id,
+                version_id=version_id,
+                node_id=node_id,
+                source=source,
+                kind=kind,
             )
-            return runner.run_batch(payloads, state)
+            return run(runner)
         except SandboxSetupError as exc:
-            return _all_failed(payloads, state, f"The script sandbox could not start: {exc}")
+            return fail(f"The script sandbox could not start: {exc}")
         except SandboxClosed:  # evicted by another thread between get and run: again
             continue
-    return _all_failed(payloads, state, "The script sandbox was closed while in use.")
+    return fail("The script sandbox was closed while in use.")
 
 
 # -- the JavaScript side ---------------------------------------------------------------
@@ -337,7 +547,7 @@ const moment = (function (module) {
 ;return module.exports;
 })({ exports: {} });
 
-return function setup(notify, source) {
+return function setup(notify, source, kind) {
   const { freeze, getOwnPropertyNames, getOwnPropertySymbols, getOwnPropertyDescriptor,
           defineProperty, getPrototypeOf } = Object;
   const hasOwn = Object.prototype.hasOwnProperty;
@@ -350,6 +560,11 @@ return function setup(notify, source) {
   const arrayPush = Array.prototype.push;
   const arrayJoin = Array.prototype.join;
   const isArray = Array.isArray;
+  const DateCtor = Date;
+  const dateGetTime = Date.prototype.getTime;
+  const dateToISOString = Date.prototype.toISOString;
+  const MapCtor = Map;
+  const SetCtor = Set;
   const replace = String.prototype.replace;
   const slice = String.prototype.slice;
   const charCodeAt = String.prototype.charCodeAt;
@@ -452,9 +667,14 @@ return function setup(notify, source) {
   // 4. Compile the script as the body of an async function. The Function constructor
   // parses the body on its own, so a script cannot close the function and reach out.
   const AsyncFunction = getPrototypeOf(async function () {}).constructor;
+  // A script aggregator's script also gets `session`; a plain script does not, so one
+  // that declares its own `session` still compiles.
   let script;
   try {
-    script = new AsyncFunction("payload", "state", "push", "log", "require", "audit", source);
+    script = kind === "aggregate"
+      ? new AsyncFunction("payload", "state", "push", "log", "require", "audit", "session",
+        source)
+      : new AsyncFunction("payload", "state", "push", "log", "require", "audit", source);
   } catch (error) {
     return describe(error);
   }
@@ -516,66 +736,267 @@ return function setup(notify, source) {
   // 5. The batch: one call per record, each with its own push/log/audit that stop
   // working once the record is done (a promise the script forgot to await cannot
   // push into the next record).
+  function recordTools() {
+    const tools = { pushed: [], logs: [], audits: [], open: true };
+    tools.push = (record) => {
+      if (!tools.open) {
+        throw new ErrorCtor("push() was called after its record was done; await it");
+      }
+      const text = stringify(record);
+      if (text === undefined) {
+        throw new TypeErrorCtor("push() needs a JSON value, got " + typeof record);
+      }
+      arrayPush.call(tools.pushed, text);
+    };
+    const logAt = (level) => (...args) => {
+      if (tools.open) arrayPush.call(tools.logs, [level, formatMessage(args)]);
+    };
+    tools.log = freeze({
+      info: logAt("info"), warn: logAt("warn"), warning: logAt("warn"), error: logAt("error"),
+    });
+    const auditAt = (op) => (key, value) => {
+      if (tools.open) {
+        arrayPush.call(tools.audits, [op, StringCtor(key), op === "count" ? 1 : value]);
+      }
+    };
+    tools.audit = freeze({ count: auditAt("count"), sum: auditAt("sum"), set: auditAt("set") });
+    return tools;
+  }
+
+  function checkedNodeText(newNode, stateMaxBytes) {
+    if (typeof newNode !== "object" || newNode === null || isArray(newNode)) {
+      throw new Refusal("state.node must stay a JSON object");
+    }
+    const text = stringify(newNode);
+    if (text.length > stateMaxBytes / 3 && utf8Length(text) > stateMaxBytes) {
+      throw new Refusal("state.node is larger than " + stateMaxBytes + " bytes");
+    }
+    return text;
+  }
+
+  function donePart(tools) {
+    return '{"pushed":[' + call.call(arrayJoin, tools.pushed, ",") + '],"logs":' +
+      stringify(tools.logs) + ',"audit":' + stringify(tools.audits) + "}";
+  }
+
+  function failedPart(error, tools) {
+    return '{"error":' + stringify(describe(error)) + ',"logs":' + stringify(tools.logs) + "}";
+  }
+
   async function runBatch(recordsText, stateText, stateMaxBytes) {
     const records = parse(recordsText);
     let node = parse(stateText);
     let nodeText = stateText;
     const parts = [];
     for (let i = 0; i < records.length; i++) {
-      const pushed = [];
-      const logs = [];
-      const audits = [];
-      let open = true;
-      const push = (record) => {
-        if (!open) throw new ErrorCtor("push() was called after its record was done; await it");
-        const text = stringify(record);
-        if (text === undefined) {
-          throw new TypeErrorCtor("push() needs a JSON value, got " + typeof record);
-        }
-        arrayPush.call(pushed, text);
-      };
-      const logAt = (level) => (...args) => {
-        if (open) arrayPush.call(logs, [level, formatMessage(args)]);
-      };
-      const log = freeze({
-        info: logAt("info"), warn: logAt("warn"), warning: logAt("warn"), error: logAt("error"),
-      });
-      const auditAt = (op) => (key, value) => {
-        if (open) arrayPush.call(audits, [op, StringCtor(key), op === "count" ? 1 : value]);
-      };
-      const audit = freeze({ count: auditAt("count"), sum: auditAt("sum"), set: auditAt("set") });
+      const tools = recordTools();
       const state = { node };
       try {
-        await call.call(script, undefined, records[i], state, push, log, requireModule, audit);
+        await call.call(script, undefined, records[i], state, tools.push, tools.log,
+          requireModule, tools.audit);
         const newNode = state.node;
-        if (typeof newNode !== "object" || newNode === null || isArray(newNode)) {
-          throw new Refusal("state.node must stay a JSON object");
-        }
-        const text = stringify(newNode);
-        if (text.length > stateMaxBytes / 3 && utf8Length(text) > stateMaxBytes) {
-          throw new Refusal("state.node is larger than " + stateMaxBytes + " bytes");
-        }
+        const text = checkedNodeText(newNode, stateMaxBytes);
         node = newNode;
         nodeText = text;
-        arrayPush.call(parts, '{"pushed":[' + call.call(arrayJoin, pushed, ",") + '],"logs":' +
-          stringify(logs) + ',"audit":' + stringify(audits) + "}");
+        arrayPush.call(parts, donePart(tools));
       } catch (error) {
         // The record's effects are undone: its pushes are dropped, the state restored.
         node = parse(nodeText);
-        arrayPush.call(parts,
-          '{"error":' + stringify(describe(error)) + ',"logs":' + stringify(logs) + "}");
+        arrayPush.call(parts, failedPart(error, tools));
       } finally {
-        open = false;
+        tools.open = false;
       }
     }
     return '{"records":[' + call.call(arrayJoin, parts, ",") + '],"state":' + nodeText + "}";
   }
 
-  return function startBatch(recordsText, stateText, stateMaxBytes) {
-    runBatch(recordsText, stateText, stateMaxBytes).then(
+  // 6. Script aggregators: each record also gets the session of its key.
+
+  // The JSON text of `value` when it is a JSON object, else undefined.
+  function objectText(value) {
+    const text = stringify(value);
+    return typeof text === "string" && text[0] === "{" ? text : undefined;
+  }
+
+  function shortly(text) {
+    return text.length > 40 ? call.call(slice, text, 0, 40) + "..." : text;
+  }
+
+  // session.setTimeout(t): a Date, a moment, an ISO 8601 string (UTC unless it says
+  // otherwise) or epoch milliseconds; anything else is the script's mistake.
+  function timeoutMillis(value) {
+    let ms;
+    if (value instanceof DateCtor) {
+      ms = call.call(dateGetTime, value);
+    } else if (moment.isMoment(value)) {
+      ms = value.valueOf();
+    } else if (typeof value === "number") {
+      ms = value;
+    } else if (typeof value === "string") {
+      const parsed = moment.utc(value, moment.ISO_8601, true);
+      if (!parsed.isValid()) {
+        throw new TypeErrorCtor("session.setTimeout() got \"" + shortly(value) +
+          "\", which is not an ISO 8601 date");
+      }
+      ms = parsed.valueOf();
+    } else {
+      throw new TypeErrorCtor("session.setTimeout() needs a Date, a moment, an ISO 8601 " +
+        "string or epoch milliseconds, got " + (value === null ? "null" : typeof value));
+    }
+    // The range of a JavaScript Date; NaN (an invalid Date or moment) fails it too.
+    if (typeof ms !== "number" || !(ms >= -8.64e15 && ms <= 8.64e15)) {
+      throw new TypeErrorCtor("session.setTimeout() got an invalid date");
+    }
+    return ms;
+  }
+
+  // The `session` one record sees, begun from `before` (its stored JSON text, or null
+  // for a fresh one). `end()` gives its JSON text after the record, or null when the
+  // record flushed it; nothing reaches the batch's result unless the record succeeds.
+  function openSession(key, before, tools, mode, nowText, defaultTimeoutAt) {
+    const stored = before === null ? null : parse(before);
+    const fresh = stored === null || typeof stored !== "object";
+    const createdAt = fresh || typeof stored.createdAt !== "string" ? nowText : stored.createdAt;
+    let timeoutAt = fresh ? defaultTimeoutAt : (stored.timeoutAt ?? null);
+    const data = !fresh && objectText(stored.data) !== undefined ? stored.data : {};
+    const meta = !fresh && objectText(stored.meta) !== undefined ? stored.meta : { count: 0 };
+    if (mode === "transform") {
+      meta.count = (typeof meta.count === "number" ? meta.count : 0) + 1;
+      if (meta.firstEvent == null) meta.firstEvent = nowText;
+      meta.lastEvent = nowText;
+    }
+    let flushed = false;
+
+    const session = {};
+    defineProperty(session, "key", { value: key, enumerable: true });
+    session.data = data;
+    session.meta = meta;
+    defineProperty(session, "timeoutAt", { get: () => timeoutAt, enumerable: true });
+
+    // After a flush the session is gone: changes to this object are ignored, and
+    // pushing or flushing it again is a mistake worth an error.
+    function check(name) {
+      if (!tools.open) {
+        throw new ErrorCtor("session." + name + "() was called after its record was done; " +
+          "await it");
+      }
+      if (flushed) {
+        throw new ErrorCtor("session." + name + "() was called after the session was flushed");
+      }
+    }
+    function emitData(name) {
+      const text = objectText(session.data);
+      if (text === undefined) {
+        throw new TypeErrorCtor("session." + name + "() needs session.data to be a JSON object");
+      }
+      arrayPush.call(tools.pushed, text);
+    }
+    const methods = {
+      // The reference product's arguments (excludeCurrentPayload, flushType) are
+      // accepted and have no effect here.
+      push: async (excludeCurrentPayload, flushType) => {
+        check("push");
+        emitData("push");
+      },
+      flush: async (excludeCurrentPayload, flushType) => {
+        check("flush");
+        emitData("flush");
+        flushed = true;
+      },
+      setTimeout: (value) => {
+        const ms = timeoutMillis(value);
+        if (tools.open && !flushed) timeoutAt = call.call(dateToISOString, new DateCtor(ms));
+      },
+      clearTimeout: () => {
+        if (tools.open && !flushed) timeoutAt = null;
+      },
+    };
+    for (const name of getOwnPropertyNames(methods)) {
+      defineProperty(session, name, { value: freeze(methods[name]) });
+    }
+
+    function end(stateMaxBytes) {
+      if (flushed) return null;
+      const dataText = objectText(session.data);
+      if (dataText === undefined) throw new Refusal("session.data must stay a JSON object");
+      const metaText = objectText(session.meta);
+      if (metaText === undefined) throw new Refusal("session.meta must stay a JSON object");
+      const body = '{"data":' + dataText + ',"meta":' + metaText + "}";
+      if (body.length > stateMaxBytes / 3 && utf8Length(body) > stateMaxBytes) {
+        throw new Refusal("the session is larger than " + stateMaxBytes + " bytes");
+      }
+      return call.call(slice, body, 0, -1) + ',"timeoutAt":' + stringify(timeoutAt) +
+        ',"createdAt":' + stringify(createdAt) + "}";
+    }
+
+    return { session, end, flushed: () => flushed };
+  }
+
+  async function runAggregate(recordsText, keysText, sessionsText, stateText, stateMaxBytes,
+      nowText, mode, defaultTimeoutAt) {
+    const records = parse(recordsText);
+    const keys = parse(keysText);
+    const stored = parse(sessionsText);
+    let node = parse(stateText);
+    let nodeText = stateText;
+    // For each key a successful record touched: its session's JSON text after that
+    // record (null once flushed), and whether it was flushed along the way.
+    const after = new MapCtor();
+    const flushedKeys = new SetCtor();
+    const parts = [];
+    for (let i = 0; i < records.length; i++) {
+      const key = StringCtor(keys[i]);
+      let before = null;
+      if (after.has(key)) before = after.get(key);
+      else if (hasOwn.call(stored, key)) before = stringify(stored[key]);
+      const tools = recordTools();
+      const state = { node };
+      try {
+        const handle = openSession(key, before, tools, mode, nowText, defaultTimeoutAt);
+        await call.call(script, undefined, mode === "timeout" ? null : records[i], state,
+          tools.push, tools.log, requireModule, tools.audit, handle.session);
+        const newNode = state.node;
+        const text = checkedNodeText(newNode, stateMaxBytes);
+        const sessionText = handle.end(stateMaxBytes);
+        node = newNode;
+        nodeText = text;
+        after.set(key, sessionText);
+        if (handle.flushed()) flushedKeys.add(key);
+        arrayPush.call(parts, donePart(tools));
+      } catch (error) {
+        // As in runBatch; the session was never written back, so it stays as it was.
+        node = parse(nodeText);
+        arrayPush.call(parts, failedPart(error, tools));
+      } finally {
+        tools.open = false;
+      }
+    }
+    const sessionParts = [];
+    for (const [key, text] of after) {
+      arrayPush.call(sessionParts, stringify(key) + ':{"flushed":' +
+        (flushedKeys.has(key) ? "true" : "false") + ',"session":' +
+        (text === null ? "null" : text) + "}");
+    }
+    return '{"records":[' + call.call(arrayJoin, parts, ",") + '],"state":' + nodeText +
+      ',"sessions":{' + call.call(arrayJoin, sessionParts, ",") + "}}";
+  }
+
+  function report(promise) {
+    promise.then(
       (text) => notify(text),
       (error) => notify(stringify({ fatal: describe(error) })),
     );
+  }
+
+  if (kind === "aggregate") {
+    return function startAggregate(recordsText, keysText, sessionsText, stateText,
+        stateMaxBytes, nowText, mode, defaultTimeoutAt) {
+      report(runAggregate(recordsText, keysText, sessionsText, stateText, stateMaxBytes,
+        nowText, mode, defaultTimeoutAt));
+    };
+  }
+  return function startBatch(recordsText, stateText, stateMaxBytes) {
+    report(runBatch(recordsText, stateText, stateMaxBytes));
   };
 };
 })()

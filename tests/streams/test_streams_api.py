@@ -335,19 +335,19 @@ def test_resource_refs_find_streams_by_what_they_use(client, solution_id, acme, 
 
 
 def test_patch_changes_settings_and_refuses_to_enable_what_cannot_run(client, solution_id):
-    # The aggregators wait for aggregation stores: this export cannot run yet.
-    config = fixture("cultflicks-video-streaming.json")
+    # ALL_FILES flushes at the end of a batch execution, which a realtime stream never has.
+    config = fixture("summarize-monthly-usage-data.json")
     stream = import_stream(client, solution_id, config).json()["stream"]
     url = f"{BASE}/streams/{stream['id']}"
+    refused = assert_error_body(client.patch(url, {"enabled": True}), 409)
+    assert "cannot run in this stream" in refused["message"]
+    assert "ALL_FILES" in refused["message"]
+    assert client.get(url).json()["enabled"] is False
+
     changed = client.patch(url, {"processingType": "batch", "schedule": "0 * * * *"})
     assert changed.status_code == 200, changed.content
     body = changed.json()
     assert (body["processingType"], body["schedule"], body["cas"]) == ("batch", "0 * * * *", 2)
-
-    refused = assert_error_body(client.patch(url, {"enabled": True}), 409)
-    assert "cannot run yet" in refused["message"]
-    assert "transforms/data_aggregate" in refused["message"]
-    assert client.get(url).json()["enabled"] is False
     for bad, field in [
         ({"schedule": "61 * * * *"}, "schedule"),
         ({"enabled": "yes"}, "enabled"),
@@ -357,7 +357,10 @@ def test_patch_changes_settings_and_refuses_to_enable_what_cannot_run(client, so
         error = assert_error_body(client.patch(url, bad), 400)
         assert error["details"][0]["field"] == field
     assert_error_body(client.patch(url, {}), 400)
-    realtime = client.patch(url, {"processingType": "realtime"}).json()
+    assert client.patch(url, {"enabled": True}).json()["enabled"] is True
+    # Enabled, it cannot become realtime either.
+    assert_error_body(client.patch(url, {"processingType": "realtime"}), 409)
+    realtime = client.patch(url, {"processingType": "realtime", "enabled": False}).json()
     assert realtime["schedule"] is None  # a realtime stream has no schedule
     assert_error_body(client.patch(url, {"schedule": "0 0 * * *"}), 409)
 

@@ -2,10 +2,12 @@
 them all in `streams.runtime.base.REGISTRY`."""
 
 from streams.runtime.functions import (  # noqa: F401
+    aggregate,
     basic,
     dedupe,
     http,
     meter,
     script,
+    script_aggregate,
     sources,
 )

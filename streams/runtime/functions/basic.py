@@ -330,6 +330,23 @@ _OPERATOR_ALIASES = {
 }
 
 
+def condition_test(op: Any, value: Any, where: str) -> Callable[[Any], bool]:
+    """A test of one value against `value` with a comparison operator as streams spell
+    it (split rules, aggregators' flush conditions)."""
+    name = _OPERATOR_ALIASES.get(op, op)
+    if name == "regexp":
+        try:
+            pattern = re.compile(to_text(value))
+        except re.error as exc:
+            raise ConfigurationError(f"{where}: bad regular expression: {exc}") from None
+        return lambda key: key is not None and pattern.search(to_text(key)) is not None
+    if name not in _OPERATORS:
+        known = ", ".join([*_OPERATORS, "regexp"])
+        raise ConfigurationError(f"{where}: unknown op {op!r} (known: {known})")
+    operator = _OPERATORS[name]
+    return lambda key: operator(key, value)
+
+
 @dataclass(frozen=True)
 class _Rule:
     key: Template
@@ -354,7 +371,7 @@ class Split(_Configured):
             self.rules.append(
                 _Rule(
                     key=compile_template(rule.get("key") or ""),
-                    test=self._test(rule.get("op"), rule.get("value"), where),
+                    test=condition_test(rule.get("op"), rule.get("value"), where),
                     output=rule["output"],
                 )
             )
@@ -364,21 +381,6 @@ class Split(_Configured):
                 f"onNoMatch must be 'discard' or an output id, not {on_no_match!r}"
             )
         self.no_match_output = None if on_no_match == "discard" else on_no_match
-
-    @staticmethod
-    def _test(op: Any, value: Any, where: str) -> Callable[[Any], bool]:
-        name = _OPERATOR_ALIASES.get(op, op)
-        if name == "regexp":
-            try:
-                pattern = re.compile(to_text(value))
-            except re.error as exc:
-                raise ConfigurationError(f"{where}: bad regular expression: {exc}") from None
-            return lambda key: key is not None and pattern.search(to_text(key)) is not None
-        if name not in _OPERATORS:
-            known = ", ".join([*_OPERATORS, "regexp"])
-            raise ConfigurationError(f"{where}: unknown op {op!r} (known: {known})")
-        operator = _OPERATORS[name]
-        return lambda key: operator(key, value)
 
     def transform(self, payload: Any) -> Iterable[tuple[str | None, Any]]:
         for rule in self.rules:

@@ -70,12 +70,11 @@ def test_running_an_execution_twice_runs_it_once(client, batch_stream):
     assert StreamLogLine.objects.filter(stream_id=batch_stream["id"]).count() == 3
 
 
-def test_a_stream_that_cannot_run_is_a_conflict_on_enable_and_execute(client):
-    stream = import_stream(client, fixture("cultflicks-video-streaming.json"))
-    set_stream(client, stream["id"], processingType="batch")
+def test_a_realtime_stream_is_not_executed_and_all_files_needs_a_batch_stream(client):
+    stream = import_stream(client, fixture("summarize-monthly-usage-data.json"))
     enable = client.patch(f"{STREAMS}/{stream['id']}", {"enabled": True})
     assert enable.status_code == 409
-    assert "aggregation stores" in enable.json()["message"]
+    assert "ALL_FILES" in enable.json()["message"]
     execute = client.post(f"{STREAMS}/{stream['id']}/executions")
     assert execute.status_code == 409
     assert not StreamExecution.objects.exists()
