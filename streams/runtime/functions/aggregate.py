@@ -10,7 +10,8 @@ Configured as the reference product's exports do it:
   NUMERIC_SUM `sum_`, NUMERIC_AVERAGE `avg_`, NUMERIC_MIN `min_`, NUMERIC_MAX `max_`,
   GENERAL_COUNT `count_` (records where the field is present and not null),
   GENERAL_CARRY_FIRST `carry_first_` and GENERAL_CARRY_LAST `carry_last_` (the first and
-  last value seen). Sums and averages are exact decimals. Numeric operations read numbers
+  last value seen). Sums are exact decimals, and so are averages whose quotient ends (a
+  recurring one is given to 28 significant digits). Numeric operations read numbers
   or numeric text and fail a record carrying anything else; a missing value is skipped.
 * `flushType`: when a group goes downstream as one record (its group fields, its
   operation results and `createdAt`, plus `timeoutAt` when it has one):

@@ -103,6 +103,17 @@ def test_sessions_count_per_key_across_batches(client, collector):
     assert sessions["c1|1"].meta["count"] == 3
     assert sessions["c1|1"].key_values == ["c1", 1]
     assert outputs(stream["id"]) == []
+    # The lookup endpoint finds a session from its values, in the order of the fields.
+    store = AggregationStore.objects.get(stream_id=stream["id"])
+    lookup = f"/aggregation/v1/stores/{store.id}/sessions/lookup"
+    found = client.get(lookup, {"fieldValues": ["c1", "1"]})
+    assert found.status_code == 200, found.content
+    body = found.json()
+    assert body["data"] == {"count": 3, "total": 10, "customer": "c1"}
+    assert body["meta"]["count"] == 3
+    assert set(body) == {"createdAt", "updatedAt", "timeoutAt", "data", "meta"}
+    assert client.get(lookup, {"fieldValues": ["1", "c1"]}).status_code == 404
+    assert client.get(lookup, {"fieldValues": ["c1"]}).status_code == 400
     # The script flushes a session: its data goes on and the session ends; the next
     # record of that key starts again.
     send(client, collector, [order("c1", 1, 1, last=True), order("c1", 1, 7)])
