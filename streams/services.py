@@ -576,7 +576,13 @@ def stream_preview(
         outcome = batch_run(
             [(graph, inputs, None)],
             states=states,
-            run=RunSettings(now=now, side_effects=False, samples=True),
+            run=RunSettings(
+                now=now,
+                side_effects=False,
+                samples=True,
+                # A batch stream's preview is one execution: ALL_FILES groups show.
+                end_of_execution=stream.processing_type == Stream.ProcessingType.BATCH,
+            ),
         )
         transaction.set_rollback(True)
     result = outcome.final[0]

@@ -297,3 +297,36 @@ def test_an_unknown_operation_is_refused_at_import(client, collector):
     )
     assert response.status_code == 400
     assert "operations" in str(response.json())
+
+
+def test_a_batch_streams_preview_shows_its_all_files_groups(client):
+    config = {
+        "name": "Counting",
+        "nodes": [
+            {"id": "count", "name": "Count", "type": "readers/counter", "params": {"max": 4}},
+            {
+                "id": "aggregate",
+                "name": "Aggregate",
+                "type": "transforms/data_aggregate",
+                "params": {
+                    "flushType": "ALL_FILES",
+                    # The counter's records have no "kind": all fall in one group.
+                    "groupKeys": [{"field": "kind", "operationType": "NONE"}],
+                    "operations": [{"field": "value", "type": "NUMERIC_SUM"}],
+                },
+            },
+            {"id": "out", "name": "Out", "type": "writers/log", "params": {}},
+        ],
+        "edges": [
+            {"id": "e0", "from": "count", "to": "aggregate"},
+            {"id": "e2", "from": "aggregate", "to": "out"},
+        ],
+    }
+    stream = import_stream(client, config)
+    set_stream(client, stream["id"], processingType="batch")
+    response = client.post(f"{STREAMS}/{stream['id']}/preview", {})
+    assert response.status_code == 200, response.content
+    nodes = {node["nodeId"]: node for node in response.json()["nodes"]}
+    (output,) = nodes["aggregate"]["outputs"]
+    assert without_times(output["payload"]) == {"kind": None, "sum_value": 10}
+    assert not StreamLogLine.objects.exists()

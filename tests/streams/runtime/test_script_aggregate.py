@@ -242,3 +242,25 @@ def test_a_record_failed_downstream_leaves_no_trace_in_the_sessions(client, coll
     assert sessions["c1|1"].data == {"count": 2, "total": 7, "customer": "c1"}
     assert sessions["c1|1"].meta["count"] == 2
     assert [row["total"] for row in outputs(stream["id"])] == [5, 7, 1]
+
+
+def test_a_preview_shows_session_changes_and_writes_nothing(client, collector):
+    stream = start(client, collector)
+    send(client, collector, [order("c1", 1, 5)])
+    before = AggregationSession.objects.get()
+    response = client.post(
+        f"/stream-management/v1/streams/{stream['id']}/preview",
+        {"records": [order("c1", 1, 2, last=True), order("c9", 3, 1)]},
+    )
+    assert response.status_code == 200, response.content
+    body = response.json()
+    nodes = {node["nodeId"]: node for node in body["nodes"]}
+    assert [o["payload"] for o in nodes["sessions"]["outputs"]] == [
+        {"count": 2, "total": 7, "customer": "c1"}
+    ]
+    changes = {change["key"]: change for change in body["changes"]}
+    assert changes["c1|1"] == {"store": changes["c1|1"]["store"], "key": "c1|1", "flushed": True}
+    assert changes["c9|3"]["data"] == {"count": 1, "total": 1, "customer": "c9"}
+    after = AggregationSession.objects.get()
+    assert (after.data, after.updated_at) == (before.data, before.updated_at)
+    assert not AggregationFlush.objects.exists()
