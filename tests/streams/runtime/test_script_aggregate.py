@@ -264,3 +264,21 @@ def test_a_preview_shows_session_changes_and_writes_nothing(client, collector):
     after = AggregationSession.objects.get()
     assert (after.data, after.updated_at) == (before.data, before.updated_at)
     assert not AggregationFlush.objects.exists()
+
+
+def test_a_flush_already_claimed_is_not_sent_again(client, collector):
+    # The claim is what lets a session go downstream: a session whose flush is claimed
+    # (by a worker that raced this one) is not emitted a second time.
+    stream = start(client, collector, timeout={"value": 1, "unit": "MINUTES"})
+    send(client, collector, [order("c1", 1, 5), order("c2", 1, 1)])
+    taken = AggregationSession.objects.get(key="c1|1")
+    AggregationFlush.objects.create(
+        operator_id=taken.operator_id,
+        store_id=taken.store_id,
+        session_id=taken.id,
+        key=taken.key,
+        flush_type="TIMEOUT",
+    )
+    assert runner.sessions_flush_due(now=timezone.now() + timedelta(minutes=2)) == 2
+    assert [row["customer"] for row in outputs(stream["id"])] == ["c2"]
+    assert not AggregationSession.objects.exists()
