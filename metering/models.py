@@ -361,3 +361,129 @@ class DeliveryAttempt(models.Model):
     def __str__(self) -> str:
         outcome = "ok" if self.succeeded else (self.response_status or self.error or "failed")
         return f"{self.attempted_at:%Y-%m-%d %H:%M:%S} {outcome}"
+
+
+# -- Pricing: accounts, plans, assignments, exchange rates --------------------------------
+
+CURRENCY_PATTERN = re.compile(r"^[A-Z]{3}$")
+
+
+class BillingAccount(models.Model):
+    """What a customer is invoiced through (the API's `accountId`), in its invoice
+    currency. A customer may have several."""
+
+    id = models.UUIDField(primary_key=True, default=uuid.uuid4, editable=False)
+    operator = models.ForeignKey(Operator, on_delete=models.CASCADE, related_name="+")
+    customer = models.ForeignKey(Customer, on_delete=models.CASCADE, related_name="accounts")
+    account_id = models.CharField(max_length=320)
+    name = models.CharField(max_length=200, blank=True)
+    invoice_currency = models.CharField(max_length=3)
+    created_at = models.DateTimeField(default=now, editable=False)
+
+    class Meta:
+        constraints = [
+            models.UniqueConstraint(
+                fields=["operator", "account_id"], name="billingaccount_unique_account_id"
+            ),
+        ]
+        ordering = ["created_at", "id"]
+
+    def __str__(self) -> str:
+        return self.name or self.account_id
+
+
+class PricePlan(models.Model):
+    """Prices of meter types (its rates), in the operator's base currency."""
+
+    id = models.UUIDField(primary_key=True, default=uuid.uuid4, editable=False)
+    operator = models.ForeignKey(Operator, on_delete=models.CASCADE, related_name="+")
+    name = models.CharField(max_length=200)
+    description = models.TextField(blank=True, default="")
+    created_at = models.DateTimeField(default=now, editable=False)
+
+    class Meta:
+        constraints = [
+            models.UniqueConstraint(fields=["operator", "name"], name="priceplan_unique_name"),
+        ]
+        ordering = ["created_at", "id"]
+
+    def __str__(self) -> str:
+        return self.name
+
+
+class PlanRate(models.Model):
+    """The price of one meter type in a plan: a unit price, or graduated tiers
+    (`[{"upTo": 1000, "unitPrice": 0.10}, {"upTo": null, "unitPrice": 0.08}]`, each
+    tier priced on the cycle's cumulative usage that falls in it)."""
+
+    class Model(models.TextChoices):
+        PER_UNIT = "PER_UNIT"
+        GRADUATED = "GRADUATED"
+
+    plan = models.ForeignKey(PricePlan, on_delete=models.CASCADE, related_name="rates")
+    meter_type = models.ForeignKey(MeterType, on_delete=models.CASCADE, related_name="+")
+    model = models.CharField(max_length=16, choices=Model.choices)
+    unit_price = value_field(null=True, blank=True)
+    tiers = client_json_field(default=list, blank=True)
+
+    class Meta:
+        constraints = [
+            models.UniqueConstraint(fields=["plan", "meter_type"], name="planrate_unique_type"),
+        ]
+
+    def __str__(self) -> str:
+        return f"{self.plan_id} · {self.meter_type_id}"
+
+
+class PlanAssignment(models.Model):
+    """An account on a plan from a date (UTC), invoiced in cycles of `cycle` anchored on
+    `anchor_day` (metering.cycles). A later assignment closes the running cycle."""
+
+    class Cycle(models.TextChoices):
+        WEEKLY = "WEEKLY"
+        MONTHLY = "MONTHLY"
+        QUARTERLY = "QUARTERLY"
+        YEARLY = "YEARLY"
+
+    id = models.UUIDField(primary_key=True, default=uuid.uuid4, editable=False)
+    operator = models.ForeignKey(Operator, on_delete=models.CASCADE, related_name="+")
+    account = models.ForeignKey(
+        BillingAccount, on_delete=models.CASCADE, related_name="assignments"
+    )
+    plan = models.ForeignKey(PricePlan, on_delete=models.PROTECT, related_name="assignments")
+    effective_from = models.DateField()
+    cycle = models.CharField(max_length=16, choices=Cycle.choices)
+    anchor_day = models.PositiveSmallIntegerField()
+    created_at = models.DateTimeField(default=now, editable=False)
+
+    class Meta:
+        constraints = [
+            models.UniqueConstraint(
+                fields=["account", "effective_from"], name="planassignment_one_per_day"
+            ),
+        ]
+        ordering = ["account", "effective_from"]
+
+    def __str__(self) -> str:
+        return f"{self.account_id} → {self.plan_id} from {self.effective_from}"
+
+
+class ExchangeRate(models.Model):
+    """How many units of `currency` one unit of the operator's base currency buys on
+    `date` (the latest rate on or before a day applies)."""
+
+    operator = models.ForeignKey(Operator, on_delete=models.CASCADE, related_name="+")
+    currency = models.CharField(max_length=3)
+    date = models.DateField()
+    rate = value_field()
+
+    class Meta:
+        constraints = [
+            models.UniqueConstraint(
+                fields=["operator", "currency", "date"], name="exchangerate_unique_day"
+            ),
+        ]
+        ordering = ["currency", "-date"]
+
+    def __str__(self) -> str:
+        return f"{self.currency} {self.date}: {self.rate}"
