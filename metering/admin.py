@@ -1,22 +1,31 @@
 from __future__ import annotations
 
+from django import forms
 from django.contrib import admin
 from django.db import models
 from django.db.models import Count
 
 from common.admin import ReadOnlyInline, ServiceAdminMixin, adopt_created
 from metering import services
+from metering.cycles import Schedule
 from metering.forms import MeterForm, MeterTypeForm, plain_number, thresholds_summary
 from metering.models import (
+    CURRENCY_PATTERN,
     Alert,
+    BillingAccount,
     Customer,
     DeliveryAttempt,
+    ExchangeRate,
     Meter,
     MeterPeriod,
     MeterType,
     Notification,
+    PlanAssignment,
+    PlanRate,
+    PricePlan,
     WebhookEndpoint,
 )
+from metering.pricing import PricingInvalid, tiers_parse
 
 
 @admin.register(Customer)
@@ -307,3 +316,258 @@ class WebhookEndpointAdmin(admin.ModelAdmin):
         saved = webhook_endpoint_set(operator=obj.operator, url=obj.url, enabled=obj.enabled)
         obj.signing_secret = saved.signing_secret
         obj._state.adding = False
+
+
+# -- Pricing ------------------------------------------------------------------------------
+
+CURRENCY_HELP = "ISO 4217: three upper-case letters, like USD."
+
+
+def _currency_clean(value: str) -> str:
+    if not CURRENCY_PATTERN.match(value or ""):
+        raise forms.ValidationError(CURRENCY_HELP)
+    return value
+
+
+class BillingAccountForm(forms.ModelForm):
+    class Meta:
+        model = BillingAccount
+        fields = ["operator", "customer", "account_id", "name", "invoice_currency"]
+        help_texts = {"invoice_currency": CURRENCY_HELP}
+
+    def clean_invoice_currency(self) -> str:
+        return _currency_clean(self.cleaned_data["invoice_currency"])
+
+    def clean_account_id(self) -> str:
+        value = self.cleaned_data["account_id"]
+        if "/" in value:  # the API addresses accounts by this id in the path
+            raise forms.ValidationError("Must not contain '/'.")
+        return value
+
+    def clean(self):
+        data = super().clean()
+        operator, customer = data.get("operator"), data.get("customer")
+        if operator and customer and customer.operator_id != operator.pk:
+            self.add_error("customer", "This customer belongs to another operator.")
+        return data
+
+
+class AssignmentInline(ReadOnlyInline):
+    model = PlanAssignment
+    fields = ["plan", "effective_from", "cycle", "anchor_day", "created_at"]
+    ordering = ["effective_from"]
+    show_change_link = True
+
+
+@admin.register(BillingAccount)
+class BillingAccountAdmin(ServiceAdminMixin, admin.ModelAdmin):
+    form = BillingAccountForm
+    list_display = ["account_id", "name", "customer", "operator", "invoice_currency", "created_at"]
+    list_filter = ["invoice_currency", "operator"]
+    list_select_related = ["customer", "operator"]
+    search_fields = ["account_id", "name", "customer__external_id"]
+    autocomplete_fields = ["customer"]
+    readonly_fields = ["created_at"]
+    inlines = [AssignmentInline]
+
+    def get_readonly_fields(self, request, obj=None):
+        # The ids are the account's identity in the API.
+        if obj is None:
+            return self.readonly_fields
+        return [*self.readonly_fields, "operator", "customer", "account_id"]
+
+    def save_model(self, request, obj: BillingAccount, form, change) -> None:
+        data = form.cleaned_data
+        if change:
+            fields = {name: data[name] for name in ("name", "invoice_currency")}
+            services.billing_account_update(account=obj, **fields)
+            return
+        created = services.billing_account_create(
+            operator=data["operator"],
+            account_id=data["account_id"],
+            customer_id=data["customer"].external_id,
+            name=data["name"],
+            invoice_currency=data["invoice_currency"],
+        )
+        adopt_created(obj, created)
+
+
+class PlanRateForm(forms.ModelForm):
+    """The API's rules for a rate: PER_UNIT has a unit price and no tiers, GRADUATED has
+    tiers (metering.pricing.tiers_parse) and no unit price."""
+
+    class Meta:
+        model = PlanRate
+        fields = ["meter_type", "model", "unit_price", "tiers"]
+
+    def clean(self):
+        data = super().clean()
+        model, unit_price, tiers = data.get("model"), data.get("unit_price"), data.get("tiers")
+        if unit_price is not None and unit_price < 0:
+            self.add_error("unit_price", "Must not be negative.")
+        if model == PlanRate.Model.PER_UNIT:
+            if unit_price is None:
+                self.add_error("unit_price", "Required for PER_UNIT rates.")
+            if tiers:
+                self.add_error("tiers", "Only GRADUATED rates have tiers.")
+        elif model == PlanRate.Model.GRADUATED:
+            if unit_price is not None:
+                self.add_error("unit_price", "GRADUATED rates are priced by their tiers.")
+            try:
+                tiers_parse(tiers if isinstance(tiers, list) else [])
+            except (PricingInvalid, AttributeError, ArithmeticError) as exc:
+                self.add_error("tiers", str(exc) or "Not a list of tiers.")
+        return data
+
+
+class PlanRateFormSet(forms.BaseInlineFormSet):
+    def clean(self):
+        super().clean()
+        # Rates price only the plan's own operator's meter types.
+        operator_id = self.instance.operator_id
+        for form in self.forms:
+            meter_type = form.cleaned_data.get("meter_type") if form.cleaned_data else None
+            if meter_type is not None and meter_type.operator_id != operator_id:
+                form.add_error("meter_type", "This meter type belongs to another operator.")
+
+
+class PlanRateInline(admin.TabularInline):
+    model = PlanRate
+    form = PlanRateForm
+    formset = PlanRateFormSet
+    extra = 0
+    autocomplete_fields = ["meter_type"]
+
+
+@admin.register(PricePlan)
+class PricePlanAdmin(admin.ModelAdmin):
+    list_display = ["name", "operator", "rate_count", "assignment_count", "created_at"]
+    list_filter = ["operator"]
+    list_select_related = ["operator"]
+    search_fields = ["name", "description"]
+    readonly_fields = ["created_at"]
+    inlines = [PlanRateInline]
+
+    def get_readonly_fields(self, request, obj=None):
+        return [*self.readonly_fields, "operator"] if obj else self.readonly_fields
+
+    def get_queryset(self, request):
+        return (
+            super()
+            .get_queryset(request)
+            .annotate(
+                _rate_count=Count("rates", distinct=True),
+                _assignment_count=Count("assignments", distinct=True),
+            )
+        )
+
+    @admin.display(description="rates", ordering="_rate_count")
+    def rate_count(self, obj: PricePlan) -> int:
+        return obj._rate_count
+
+    @admin.display(description="assignments", ordering="_assignment_count")
+    def assignment_count(self, obj: PricePlan) -> int:
+        return obj._assignment_count
+
+
+@admin.register(PlanRate)
+class PlanRateAdmin(admin.ModelAdmin):
+    """Rates are edited on their plan's page; this list finds them across plans."""
+
+    list_display = ["plan", "meter_type", "model", "unit_price_shown", "tier_count"]
+    list_filter = ["model", "plan__operator"]
+    list_select_related = ["plan", "meter_type"]
+    search_fields = ["plan__name", "meter_type__name"]
+
+    def has_add_permission(self, request) -> bool:
+        return False
+
+    def has_change_permission(self, request, obj=None) -> bool:
+        return False
+
+    @admin.display(description="unit price", ordering="unit_price")
+    def unit_price_shown(self, obj: PlanRate):
+        return _exact(obj.unit_price)
+
+    @admin.display(description="tiers")
+    def tier_count(self, obj: PlanRate) -> int:
+        return len(obj.tiers or [])
+
+
+class PlanAssignmentForm(forms.ModelForm):
+    class Meta:
+        model = PlanAssignment
+        fields = ["account", "plan", "effective_from", "cycle", "anchor_day"]
+        help_texts = {"anchor_day": "1-7 (Monday-Sunday) for WEEKLY, 1-31 otherwise."}
+
+    def clean(self):
+        data = super().clean()
+        account, plan = data.get("account"), data.get("plan")
+        if account and plan and account.operator_id != plan.operator_id:
+            self.add_error("plan", "This plan belongs to another operator.")
+        if data.get("effective_from") and data.get("cycle") and data.get("anchor_day"):
+            try:
+                Schedule(data["effective_from"], data["cycle"], data["anchor_day"])
+            except ValueError as exc:
+                self.add_error("anchor_day", str(exc))
+        return data
+
+
+@admin.register(PlanAssignment)
+class PlanAssignmentAdmin(ServiceAdminMixin, admin.ModelAdmin):
+    form = PlanAssignmentForm
+    list_display = ["account", "plan", "effective_from", "cycle", "anchor_day", "operator"]
+    list_filter = ["cycle", "operator"]
+    list_select_related = ["account", "plan", "operator"]
+    search_fields = ["account__account_id", "account__name", "plan__name"]
+    autocomplete_fields = ["account", "plan"]
+    date_hierarchy = "effective_from"
+
+    def has_change_permission(self, request, obj=None) -> bool:
+        return False  # an assignment is replaced by a later one or deleted, not edited
+
+    def save_model(self, request, obj: PlanAssignment, form, change) -> None:
+        data = form.cleaned_data
+        created = services.plan_assignment_create(
+            operator=data["account"].operator, **{name: data[name] for name in form.Meta.fields}
+        )
+        adopt_created(obj, created)
+
+
+class ExchangeRateForm(forms.ModelForm):
+    class Meta:
+        model = ExchangeRate
+        fields = ["operator", "currency", "date", "rate"]
+        help_texts = {"rate": "Units of the currency one unit of the base currency buys."}
+
+    def clean_currency(self) -> str:
+        return _currency_clean(self.cleaned_data["currency"])
+
+    def clean_rate(self):
+        rate = self.cleaned_data["rate"]
+        if rate is not None and rate <= 0:
+            raise forms.ValidationError("Must be above zero.")
+        return rate
+
+
+@admin.register(ExchangeRate)
+class ExchangeRateAdmin(admin.ModelAdmin):
+    form = ExchangeRateForm
+    list_display = ["currency", "date", "rate_shown", "operator"]
+    list_filter = ["currency", "operator"]
+    list_select_related = ["operator"]
+    search_fields = ["currency"]
+    date_hierarchy = "date"
+
+    def get_readonly_fields(self, request, obj=None):
+        return ["operator", "currency", "date"] if obj else []
+
+    def save_model(self, request, obj: ExchangeRate, form, change) -> None:
+        saved, _ = services.exchange_rate_set(
+            operator=obj.operator, currency=obj.currency, date=obj.date, rate=obj.rate
+        )
+        adopt_created(obj, saved)
+
+    @admin.display(description="rate", ordering="rate")
+    def rate_shown(self, obj: ExchangeRate):
+        return _exact(obj.rate)

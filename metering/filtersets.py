@@ -1,6 +1,6 @@
 import django_filters
 
-from metering.models import Meter, MeterType
+from metering.models import BillingAccount, ExchangeRate, Meter, MeterType, PlanAssignment
 
 
 class MeterTypeFilterSet(django_filters.FilterSet):
@@ -19,3 +19,28 @@ class MeterFilterSet(django_filters.FilterSet):
     class Meta:
         model = Meter
         fields = ["meterKey", "meterTypeId", "userId"]
+
+
+class BillingAccountFilterSet(django_filters.FilterSet):
+    customerId = django_filters.CharFilter(field_name="customer__external_id")
+
+    class Meta:
+        model = BillingAccount
+        fields = ["customerId"]
+
+
+class PlanAssignmentFilterSet(django_filters.FilterSet):
+    accountId = django_filters.CharFilter(field_name="account__account_id")
+    pricePlanId = django_filters.UUIDFilter(field_name="plan_id")
+
+    class Meta:
+        model = PlanAssignment
+        fields = ["accountId", "pricePlanId"]
+
+
+class ExchangeRateFilterSet(django_filters.FilterSet):
+    currency = django_filters.CharFilter(field_name="currency")
+
+    class Meta:
+        model = ExchangeRate
+        fields = ["currency"]

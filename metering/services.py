@@ -1,14 +1,26 @@
-"""Writes for customers, meter types and meters."""
+"""Writes for customers, meter types, meters and pricing (billing accounts, price plans,
+plan assignments, exchange rates)."""
 
 from __future__ import annotations
 
+import datetime
 from collections.abc import Iterable
+from decimal import Decimal
 
 from django.db import IntegrityError, connection, transaction
 from django.utils import timezone
 
 from common.errors import ServiceConflict
-from metering.models import Customer, Meter, MeterType
+from metering.models import (
+    BillingAccount,
+    Customer,
+    ExchangeRate,
+    Meter,
+    MeterType,
+    PlanAssignment,
+    PlanRate,
+    PricePlan,
+)
 from metering.schedule import next_fire
 from tenants.models import Operator
 
@@ -148,3 +160,158 @@ def meter_update(*, meter: Meter, **fields) -> Meter:
 
 def meter_delete(*, meter: Meter) -> None:
     meter.delete()
+
+
+# -- Pricing ------------------------------------------------------------------------------
+
+
+def _constraint(exc: IntegrityError) -> str:
+    return getattr(getattr(exc.__cause__, "diag", None), "constraint_name", "") or ""
+
+
+def billing_account_create(
+    *, operator: Operator, account_id: str, customer_id: str, invoice_currency: str, name: str = ""
+) -> BillingAccount:
+    """Create a billing account for a customer, creating the customer on first use (as
+    meters do); an `account_id` in use is a conflict."""
+    try:
+        with transaction.atomic():
+            customer = customers_ensure(operator=operator, external_ids=[customer_id])[customer_id]
+            account = BillingAccount.objects.create(
+                operator=operator,
+                customer=customer,
+                account_id=account_id,
+                name=name,
+                invoice_currency=invoice_currency,
+            )
+    except IntegrityError as exc:
+        if "billingaccount_unique_account_id" in _constraint(exc):
+            raise MeteringConflict(f"An account with the id {account_id!r} exists.") from None
+        raise
+    return account
+
+
+def billing_account_update(*, account: BillingAccount, **fields) -> BillingAccount:
+    """Change an account's name or invoice currency (its ids are its identity)."""
+    for name, value in fields.items():
+        setattr(account, name, value)
+    account.save(update_fields=list(fields))
+    return account
+
+
+def billing_account_delete(*, account: BillingAccount) -> None:
+    """Delete an account with its plan assignments (its customer stays)."""
+    account.delete()
+
+
+def _rates_replace(plan: PricePlan, rates: list[dict]) -> None:
+    PlanRate.objects.filter(plan=plan).delete()
+    PlanRate.objects.bulk_create(
+        PlanRate(
+            plan=plan,
+            meter_type_id=rate["meter_type_id"],
+            model=rate["model"],
+            unit_price=rate.get("unit_price"),
+            tiers=rate.get("tiers") or [],
+        )
+        for rate in rates
+    )
+
+
+def _plan_name_conflict(exc: IntegrityError, name: str) -> Exception:
+    if "priceplan_unique_name" in _constraint(exc):
+        return MeteringConflict(f"A price plan named {name!r} exists.")
+    return exc
+
+
+def price_plan_create(
+    *, operator: Operator, name: str, description: str = "", rates: list[dict] = ()
+) -> PricePlan:
+    """Create a plan with its rates (meter types already checked to be the operator's);
+    a name in use is a conflict."""
+    try:
+        with transaction.atomic():
+            plan = PricePlan.objects.create(operator=operator, name=name, description=description)
+            _rates_replace(plan, list(rates))
+    except IntegrityError as exc:
+        raise _plan_name_conflict(exc, name) from None
+    return plan
+
+
+def price_plan_replace(
+    *, plan: PricePlan, name: str, description: str = "", rates: list[dict] = ()
+) -> PricePlan:
+    """Replace a plan's name, description and rates as a whole (PUT). Assigned accounts
+    are priced by the new rates from then on."""
+    try:
+        with transaction.atomic():
+            PricePlan.objects.select_for_update().filter(pk=plan.pk).first()
+            plan.name, plan.description = name, description
+            plan.save(update_fields=["name", "description"])
+            _rates_replace(plan, list(rates))
+    except IntegrityError as exc:
+        raise _plan_name_conflict(exc, name) from None
+    return plan
+
+
+def price_plan_delete(*, plan: PricePlan) -> None:
+    """Delete a plan no account is assigned to. The plan row is locked, as
+    plan_assignment_create locks it, so an assignment cannot slip in between."""
+    with transaction.atomic():
+        locked = PricePlan.objects.select_for_update().filter(pk=plan.pk).first()
+        if locked is None:
+            return
+        if PlanAssignment.objects.filter(plan=locked).exists():
+            raise MeteringConflict(
+                "Accounts are assigned to this price plan; delete their assignments first."
+            )
+        locked.delete()
+
+
+def plan_assignment_create(
+    *,
+    operator: Operator,
+    account: BillingAccount,
+    plan: PricePlan,
+    effective_from: datetime.date,
+    cycle: str,
+    anchor_day: int,
+) -> PlanAssignment:
+    """Put an account on a plan from a day; a second assignment of the account for the
+    same day is a conflict (one plan per account and day)."""
+    try:
+        with transaction.atomic():
+            if not PricePlan.objects.select_for_update().filter(pk=plan.pk).exists():
+                raise MeteringConflict("The price plan was deleted meanwhile.")
+            assignment = PlanAssignment.objects.create(
+                operator=operator,
+                account=account,
+                plan=plan,
+                effective_from=effective_from,
+                cycle=cycle,
+                anchor_day=anchor_day,
+            )
+    except IntegrityError as exc:
+        if "planassignment_one_per_day" in _constraint(exc):
+            raise MeteringConflict(
+                f"The account already has a plan assignment from {effective_from}."
+            ) from None
+        raise
+    return assignment
+
+
+def plan_assignment_delete(*, assignment: PlanAssignment) -> None:
+    assignment.delete()
+
+
+def exchange_rate_set(
+    *, operator: Operator, currency: str, date: datetime.date, rate: Decimal
+) -> tuple[ExchangeRate, bool]:
+    """Set the rate of `currency` on `date` (insert or replace); True when created."""
+    return ExchangeRate.objects.update_or_create(
+        operator=operator, currency=currency, date=date, defaults={"rate": rate}
+    )
+
+
+def exchange_rate_delete(*, exchange_rate: ExchangeRate) -> None:
+    exchange_rate.delete()

@@ -59,7 +59,7 @@ class OperatorAdmin(admin.ModelAdmin):
     list_display = ["name", "status", "application_count", "created_at", "last_active_at"]
     list_filter = ["status"]
     search_fields = ["name", "id"]
-    readonly_fields = ["id", "created_at", "last_active_at"]
+    readonly_fields = ["id", "base_currency", "created_at", "last_active_at"]
     inlines = [MembershipInline, ApplicationAccessInline]
     actions = ["suspend", "reactivate"]
 

@@ -23,7 +23,7 @@ class Operator(models.Model):
     name = models.CharField(max_length=200)
     status = models.CharField(max_length=16, choices=Status.choices, default=Status.ACTIVE)
     # ISO 4217: the currency price plans are written in and revenue is kept in.
-    base_currency = models.CharField(max_length=3, default="USD")
+    base_currency = models.CharField(max_length=3, default="USD", db_default="USD")
     created_at = models.DateTimeField(default=timezone.now, editable=False)
     last_active_at = models.DateTimeField(null=True, blank=True, editable=False)
 

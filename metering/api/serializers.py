@@ -17,7 +17,19 @@ from common.api.serializers import (
     TallySerializer,
 )
 from common.json import normalize_decimal
-from metering.models import Meter, MeterPeriod, MeterType, meter_type_name_problem
+from metering.cycles import Schedule
+from metering.models import (
+    CURRENCY_PATTERN,
+    BillingAccount,
+    ExchangeRate,
+    Meter,
+    MeterPeriod,
+    MeterType,
+    PlanAssignment,
+    PlanRate,
+    PricePlan,
+    meter_type_name_problem,
+)
 from metering.schedule import (
     SCHEDULE_FIELDS,
     ScheduleInvalid,
@@ -430,3 +442,326 @@ class MeterPeriodSerializer(TallyModelSerializer):
             {"group": group, "value": _exact(value)}
             for group, value in sorted(period.group_breakdowns.items())
         ]
+
+
+# -- Billing: accounts, price plans, plan assignments, exchange rates ---------------------
+
+
+def _currency(value: str) -> str:
+    if not CURRENCY_PATTERN.match(value):
+        raise serializers.ValidationError(
+            "Must be an ISO 4217 code: three upper-case letters, like USD."
+        )
+    return value
+
+
+class StrictIntegerField(serializers.IntegerField):
+    """A whole number that must arrive as a JSON number (DRF would take "5")."""
+
+    def to_internal_value(self, data):
+        if isinstance(data, bool) or not isinstance(data, int):
+            self.fail("invalid")
+        return super().to_internal_value(data)
+
+
+class BillingAccountSerializer(TallyModelSerializer):
+    """A billing account, addressed by the operator's own `accountId`."""
+
+    account_id = StrictCharField(max_length=320)
+    customer_id = StrictCharField(max_length=320, source="customer.external_id")
+    name = StrictCharField(max_length=200, required=False, allow_blank=True)
+    invoice_currency = StrictCharField()
+
+    class Meta:
+        model = BillingAccount
+        fields = ["id", "account_id", "customer_id", "name", "invoice_currency", "created_at"]
+        read_only_fields = ["id", "created_at"]
+        immutable_fields = ["accountId", "customerId"]
+
+    def validate_account_id(self, value: str) -> str:
+        # The id is a path segment (/accounts/{accountId}): it must be addressable.
+        if not value.strip() or "/" in value:
+            raise serializers.ValidationError("Must be non-blank and contain no '/'.")
+        return value
+
+    def validate_customer_id(self, value: str) -> str:
+        if not value.strip():
+            raise serializers.ValidationError("Must not be blank.")
+        return value
+
+    def validate_invoice_currency(self, value: str) -> str:
+        return _currency(value)
+
+    def validate(self, attrs):
+        if self.partial and not attrs:
+            raise serializers.ValidationError("Send at least one field to change.")
+        return attrs
+
+
+def _tier_number(value) -> Decimal | None:
+    if isinstance(value, bool) or not isinstance(value, int | float | Decimal):
+        return None
+    number = Decimal(str(value))
+    return normalize_decimal(number) if number.is_finite() else None
+
+
+MAX_TIERS = 20
+
+
+@extend_schema_field(
+    {
+        "type": "array",
+        "minItems": 1,
+        "maxItems": MAX_TIERS,
+        "nullable": True,
+        "items": {
+            "type": "object",
+            "properties": {
+                "upTo": {
+                    "type": "number",
+                    "nullable": True,
+                    "exclusiveMinimum": True,
+                    "minimum": 0,
+                    "description": "Upper bound of the tier (cumulative usage in the "
+                    "cycle); null: no bound, allowed for the last tier only.",
+                },
+                "unitPrice": {"type": "number", "minimum": 0},
+            },
+            "required": ["upTo", "unitPrice"],
+        },
+    }
+)
+class TiersField(serializers.Field):
+    """Graduated tiers `[{"upTo": 1000, "unitPrice": 0.1}, {"upTo": null, …}]`: bounds
+    positive and strictly rising, only the last open, prices not negative (the rules of
+    metering.pricing.tiers_parse, each problem named by its path)."""
+
+    def to_internal_value(self, data):
+        if not isinstance(data, list) or not data:
+            raise serializers.ValidationError("Must be a list of at least one tier.")
+        if len(data) > MAX_TIERS:
+            raise serializers.ValidationError(f"At most {MAX_TIERS} tiers.")
+        problems: list[tuple[str, str]] = []
+        tiers: list[dict] = []
+        previous: Decimal | None = None
+        for index, tier in enumerate(data):
+            where = f"[{index}]"
+            if not isinstance(tier, dict):
+                problems.append((where, 'Must be an object like {"upTo": 100, "unitPrice": 1}.'))
+                continue
+            problems += [
+                (f"{where}.{key}", "Unknown field.") for key in tier if key not in TIER_KEYS
+            ]
+            price = _tier_number(tier.get("unitPrice"))
+            if price is None:
+                problems.append((f"{where}.unitPrice", "Must be a number."))
+            elif price < 0:
+                problems.append((f"{where}.unitPrice", "Must not be negative."))
+            if "upTo" not in tier:
+                problems.append((f"{where}.upTo", "Required (null for an open last tier)."))
+                continue
+            bound = None if tier["upTo"] is None else _tier_number(tier["upTo"])
+            if tier["upTo"] is None:
+                if index != len(data) - 1:
+                    problems.append((f"{where}.upTo", "Only the last tier may be open (null)."))
+            elif bound is None:
+                problems.append((f"{where}.upTo", "Must be a number or null."))
+            elif bound <= 0:
+                problems.append((f"{where}.upTo", "Must be above zero."))
+            elif previous is not None and bound <= previous:
+                problems.append((f"{where}.upTo", f"Must be above the previous bound {previous}."))
+            if bound is not None:
+                previous = bound
+            tiers.append({"upTo": bound, "unitPrice": price})
+        if problems:
+            raise serializers.ValidationError(_error_detail(problems))
+        return tiers
+
+    def to_representation(self, value):
+        return [
+            {
+                "upTo": None if tier.get("upTo") is None else _exact(tier["upTo"]),
+                "unitPrice": _exact(tier["unitPrice"]),
+            }
+            for tier in value or []
+        ]
+
+
+TIER_KEYS = ("upTo", "unitPrice")
+
+
+class PlanRateSerializer(TallySerializer):
+    """One meter type's price in a plan."""
+
+    meter_type_id = serializers.UUIDField()
+    model = serializers.ChoiceField(choices=PlanRate.Model.choices)
+    unit_price = NumberField(required=False, allow_null=True, min_value=0)
+    tiers = TiersField(required=False, allow_null=True)
+
+    def validate(self, attrs):
+        errors = {}
+        unit_price, tiers = attrs.get("unit_price"), attrs.get("tiers")
+        if attrs["model"] == PlanRate.Model.PER_UNIT:
+            if unit_price is None:
+                errors["unitPrice"] = "Required for PER_UNIT rates."
+            if tiers:
+                errors["tiers"] = "Only GRADUATED rates have tiers."
+        else:
+            if not tiers:
+                errors["tiers"] = "GRADUATED rates need at least one tier."
+            if unit_price is not None:
+                errors["unitPrice"] = "GRADUATED rates are priced by their tiers."
+        if errors:
+            raise serializers.ValidationError(errors)
+        attrs["tiers"] = tiers or []
+        attrs["unit_price"] = unit_price
+        return attrs
+
+    def to_representation(self, instance):
+        data = super().to_representation(instance)
+        if instance.model == PlanRate.Model.GRADUATED:
+            data.pop("unitPrice")
+        else:
+            data.pop("tiers")
+        return data
+
+
+class PricePlanSerializer(TallyModelSerializer):
+    """A price plan with its rates, in the operator's base currency. The view passes the
+    caller's operator in the context: rates may price only its meter types."""
+
+    name = StrictCharField(max_length=200)
+    description = StrictCharField(required=False, allow_blank=True)
+    currency = serializers.CharField(source="operator.base_currency", read_only=True)
+    rates = PlanRateSerializer(many=True, required=False)
+
+    class Meta:
+        model = PricePlan
+        fields = ["id", "name", "description", "currency", "rates", "created_at"]
+        read_only_fields = ["id", "created_at"]
+
+    def validate_name(self, value: str) -> str:
+        if not value.strip():
+            raise serializers.ValidationError("Must not be blank.")
+        return value
+
+    def validate_rates(self, rates: list[dict]) -> list[dict]:
+        wanted = {rate["meter_type_id"] for rate in rates}
+        own = set(
+            MeterType.objects.filter(operator=self.context["operator"], pk__in=wanted).values_list(
+                "pk", flat=True
+            )
+        )
+        problems, seen = [], set()
+        for index, rate in enumerate(rates):
+            meter_type_id = rate["meter_type_id"]
+            if meter_type_id not in own:
+                problems.append((f"[{index}].meterTypeId", "No such meter type."))
+            elif meter_type_id in seen:
+                problems.append((f"[{index}].meterTypeId", "This meter type already has a rate."))
+            seen.add(meter_type_id)
+        if problems:
+            raise serializers.ValidationError(_error_detail(problems))
+        return rates
+
+
+class CycleSerializer(TallySerializer):
+    start = serializers.DateField()
+    end = serializers.DateField()
+
+
+class PlanAssignmentSerializer(TallyModelSerializer):
+    """An account on a plan from a day; `firstCycle` is the cycle it starts (cut short
+    by a later assignment), from the view's context."""
+
+    account_id = serializers.CharField(source="account.account_id", read_only=True)
+    price_plan_id = serializers.UUIDField(source="plan_id", read_only=True)
+    price_plan_name = serializers.CharField(source="plan.name", read_only=True)
+    first_cycle = serializers.SerializerMethodField()
+
+    class Meta:
+        model = PlanAssignment
+        fields = [
+            "id",
+            "account_id",
+            "price_plan_id",
+            "price_plan_name",
+            "effective_from",
+            "cycle",
+            "anchor_day",
+            "first_cycle",
+            "created_at",
+        ]
+        read_only_fields = fields
+
+    @extend_schema_field(CycleSerializer(allow_null=True))
+    def get_first_cycle(self, assignment: PlanAssignment) -> dict | None:
+        cycle = self.context.get("first_cycles", {}).get(assignment.pk)
+        if cycle is None:
+            return None
+        return {"start": cycle.start.isoformat(), "end": cycle.end.isoformat()}
+
+
+class PlanAssignmentCreateSerializer(TallySerializer):
+    """The account (by its `accountId`) and plan must be the caller's operator's."""
+
+    account_id = StrictCharField(max_length=320)
+    price_plan_id = serializers.UUIDField()
+    effective_from = serializers.DateField(input_formats=["%Y-%m-%d"])
+    cycle = serializers.ChoiceField(choices=PlanAssignment.Cycle.choices)
+    anchor_day = StrictIntegerField(min_value=1, max_value=31)
+
+    def validate_account_id(self, value: str) -> BillingAccount:
+        found = BillingAccount.objects.filter(
+            operator=self.context["operator"], account_id=value
+        ).first()
+        if found is None:
+            raise serializers.ValidationError("No such account.")
+        return found
+
+    def validate_price_plan_id(self, value) -> PricePlan:
+        found = PricePlan.objects.filter(operator=self.context["operator"], pk=value).first()
+        if found is None:
+            raise serializers.ValidationError("No such price plan.")
+        return found
+
+    def validate(self, attrs):
+        try:
+            Schedule(attrs["effective_from"], attrs["cycle"], attrs["anchor_day"])
+        except ValueError as exc:
+            raise serializers.ValidationError({"anchorDay": str(exc).capitalize() + "."}) from None
+        return attrs
+
+
+class ExchangeRateSerializer(TallyModelSerializer):
+    """How many units of `currency` one unit of the operator's base currency buys from
+    `date` on (until the next rate)."""
+
+    currency = serializers.CharField(read_only=True)
+    date = serializers.DateField(read_only=True)
+    rate = NumberField(read_only=True)
+
+    class Meta:
+        model = ExchangeRate
+        fields = ["currency", "date", "rate"]
+
+
+class ExchangeRateSetSerializer(TallySerializer):
+    """The body of PUT …/exchange-rates/{currency}/{date}."""
+
+    rate = NumberField()
+
+    def validate_rate(self, value: Decimal) -> Decimal:
+        if value <= 0:
+            raise serializers.ValidationError("Must be above zero.")
+        return value
+
+
+class ExchangeRateKeySerializer(TallySerializer):
+    """The path's two parts: a bad one is a 400 naming it, not a 404."""
+
+    currency = StrictCharField()
+    date = serializers.DateField(input_formats=["%Y-%m-%d"])
+
+    def validate_currency(self, value: str) -> str:
+        return _currency(value)

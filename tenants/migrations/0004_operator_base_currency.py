@@ -13,6 +13,6 @@ class Migration(migrations.Migration):
         migrations.AddField(
             model_name='operator',
             name='base_currency',
-            field=models.CharField(default='USD', max_length=3),
+            field=models.CharField(db_default='USD', default='USD', max_length=3),
         ),
     ]
