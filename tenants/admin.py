@@ -1,5 +1,7 @@
 from __future__ import annotations
 
+import re
+
 from django import forms
 from django.contrib import admin, messages
 from django.db import models
@@ -54,12 +56,26 @@ class ApplicationAccessInline(ReadOnlyInline):
         return obj.application.client_id
 
 
+class OperatorForm(forms.ModelForm):
+    class Meta:
+        model = Operator
+        fields = ["name", "status", "base_currency"]
+        help_texts = {"base_currency": "ISO 4217 (EUR, USD…): the currency price plans use."}
+
+    def clean_base_currency(self) -> str:
+        currency = self.cleaned_data["base_currency"].strip().upper()
+        if not re.fullmatch(r"[A-Z]{3}", currency):
+            raise forms.ValidationError("Three letters, an ISO 4217 code such as EUR.")
+        return currency
+
+
 @admin.register(Operator)
 class OperatorAdmin(admin.ModelAdmin):
+    form = OperatorForm
     list_display = ["name", "status", "application_count", "created_at", "last_active_at"]
     list_filter = ["status"]
     search_fields = ["name", "id"]
-    readonly_fields = ["id", "base_currency", "created_at", "last_active_at"]
+    readonly_fields = ["id", "created_at", "last_active_at"]
     inlines = [MembershipInline, ApplicationAccessInline]
     actions = ["suspend", "reactivate"]
 
@@ -80,12 +96,18 @@ class OperatorAdmin(admin.ModelAdmin):
             created = services.operator_create(name=data["name"])
             if data.get("status", created.status) != created.status:
                 services.operator_set_status(operator=created, status=data["status"])
+            if data.get("base_currency", created.base_currency) != created.base_currency:
+                services.operator_set_base_currency(
+                    operator=created, currency=data["base_currency"]
+                )
             adopt_created(obj, created)
             return
         if "name" in form.changed_data:
             services.operator_rename(operator=obj, name=data["name"])
         if "status" in form.changed_data:
             services.operator_set_status(operator=obj, status=data["status"])
+        if "base_currency" in form.changed_data:
+            services.operator_set_base_currency(operator=obj, currency=data["base_currency"])
 
     @admin.action(description="Suspend selected operators")
     def suspend(self, request, queryset) -> None:

@@ -5,6 +5,7 @@ from __future__ import annotations
 import hashlib
 import hmac
 import logging
+import re
 import secrets
 import time
 from collections.abc import Iterable
@@ -49,6 +50,17 @@ def operator_rename(*, operator: Operator, name: str) -> Operator:
         raise ValueError("An operator needs a name.")
     operator.name = name
     operator.save(update_fields=["name"])
+    return operator
+
+
+def operator_set_base_currency(*, operator: Operator, currency: str) -> Operator:
+    """Set the currency (ISO 4217) the operator's price plans are written in. Prices are
+    not converted: a plan's numbers are read in the new currency from now on."""
+    currency = currency.strip().upper()
+    if not re.fullmatch(r"[A-Z]{3}", currency):
+        raise ValueError("A base currency is an ISO 4217 code of three letters, such as EUR.")
+    operator.base_currency = currency
+    operator.save(update_fields=["base_currency"])
     return operator
 
 

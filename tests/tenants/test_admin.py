@@ -285,6 +285,17 @@ def test_operators_are_created_renamed_and_suspended_through_the_services(client
     assert (operator.name, operator.status) == ("Initrode", Operator.Status.SUSPENDED)
 
 
+def test_staff_set_an_operators_base_currency(client, acme):
+    url = f"/admin/tenants/operator/{acme.operator.pk}/change/"
+    refused = client.post(url, _operator_form(name="Acme", base_currency="E1R"))
+    assert refused.status_code == 200
+    assert "ISO 4217" in refused.content.decode()
+    response = client.post(url, _operator_form(name="Acme", base_currency=" eur "))
+    assert response.status_code == 302, response.content.decode()[:2000]
+    acme.operator.refresh_from_db()
+    assert acme.operator.base_currency == "EUR"
+
+
 def test_renaming_an_application_keeps_its_credentials(client, acme):
     access = ApplicationAccess.objects.get(operator=acme.operator)
     client_id = access.application.client_id
@@ -301,6 +312,7 @@ def _operator_form(**fields) -> dict:
     return {
         "name": "x",
         "status": "active",
+        "base_currency": "USD",
         "memberships-TOTAL_FORMS": "0",
         "memberships-INITIAL_FORMS": "0",
         "application_accesses-TOTAL_FORMS": "0",
