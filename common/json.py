@@ -232,8 +232,10 @@ def dumps_pretty(data: Any) -> str:
     return msgspec.json.format(dumps(data), indent=2).decode()
 
 
-def format_datetime(value: datetime.datetime) -> str:
-    """ISO 8601 UTC with milliseconds: 2023-07-01T00:00:00.000Z."""
+def format_datetime(value: datetime.datetime | None) -> str | None:
+    """ISO 8601 UTC with milliseconds: 2023-07-01T00:00:00.000Z (None stays None)."""
+    if value is None:
+        return None
     return value.astimezone(datetime.UTC).isoformat(timespec="milliseconds").replace("+00:00", "Z")
 
 

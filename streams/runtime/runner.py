@@ -19,7 +19,7 @@ from django.db.models import Q
 from django.utils import timezone
 
 from collection.processing import ProcessorRetry
-from common.json import encode
+from common.json import encode, format_datetime
 from streams.models import (
     NodeCounter,
     NodeCounterDelta,
@@ -249,7 +249,10 @@ class RealtimeProcessor:
 def record_payload(record) -> dict[str, Any]:
     """What a stream sees of a stored record: the record as sent, its envelope fields
     included (the timestamp as ISO 8601 UTC; empty envelope fields left out)."""
-    payload: dict[str, Any] = {"id": record.record_id, "timestamp": _iso(record.event_time)}
+    payload: dict[str, Any] = {
+        "id": record.record_id,
+        "timestamp": format_datetime(record.event_time),
+    }
     for name, value in (
         ("type", record.type),
         ("customerId", record.customer_id),
@@ -353,26 +356,20 @@ def flushed_record(period, meter, meter_type) -> dict[str, Any]:
             "unit": meter_type.unit,
             "meterKey": period.meter_key,
             "value": period.value,
-            "periodStart": _iso(period.period_start),
-            "periodEnd": _iso(period.period_end),
+            "periodStart": format_datetime(period.period_start),
+            "periodEnd": format_datetime(period.period_end),
             "groups": sorted(period.group_breakdowns),
             "groupBreakdowns": _exact_groups(period.group_breakdowns),
             "carryFirst": period.carry_first,
             "carryLast": period.carry_last,
             "meterMetaData": {
                 "recordCount": period.record_count,
-                "firstEventAt": _iso(period.first_event_at),
-                "lastEventAt": _iso(period.last_event_at),
+                "firstEventAt": format_datetime(period.first_event_at),
+                "lastEventAt": format_datetime(period.last_event_at),
             },
         }
     )
     return record
-
-
-def _iso(value):
-    if value is None:
-        return None
-    return value.astimezone(datetime.UTC).isoformat(timespec="milliseconds").replace("+00:00", "Z")
 
 
 def flushes_run(*, limit: int = 500) -> int:
@@ -602,7 +599,7 @@ def _timed_out_outputs(store, node, graph, rows, now) -> list[list[Any]]:
 def _timeout_payload(session) -> dict[str, Any]:
     """A data-aggregation session as it goes downstream on its timeout."""
     payload = dict(session.data)
-    payload["createdAt"] = _iso(session.created_at)
+    payload["createdAt"] = format_datetime(session.created_at)
     if session.timeout_at is not None:
-        payload["timeoutAt"] = _iso(session.timeout_at)
+        payload["timeoutAt"] = format_datetime(session.timeout_at)
     return payload

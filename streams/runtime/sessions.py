@@ -23,7 +23,7 @@ from typing import Any
 
 from django.db import connection
 
-from common.json import encode, loads_lenient
+from common.json import encode, format_datetime, loads_lenient
 from streams.models import AggregationFlush, AggregationSession
 from streams.runtime.paths import MISSING, to_text
 
@@ -121,6 +121,18 @@ def _stored(row) -> StoredSession:
     )
 
 
+def sessions_for(
+    ctx, *, store_id: uuid.UUID, keys: dict[str, list[Any]], timeout: datetime.timedelta | None
+) -> dict[str, StoredSession]:
+    """A node's sessions for this batch: locked and created where missing in a real run,
+    read as they are in a preview (which changes nothing)."""
+    if ctx.side_effects:
+        return sessions_lock(
+            operator_id=ctx.operator_id, store_id=store_id, keys=keys, now=ctx.now, timeout=timeout
+        )
+    return sessions_read(store_id=store_id, keys=list(keys))
+
+
 def sessions_read(*, store_id: uuid.UUID, keys: list[str]) -> dict[str, StoredSession]:
     """The stored sessions of `keys`, unlocked (for previews, which change nothing)."""
     rows = AggregationSession.objects.filter(store_id=store_id, key__in=list(keys)).values_list(
@@ -144,7 +156,7 @@ def sessions_save(sessions: list[StoredSession], *, now: datetime.datetime) -> N
                 "id": session.id,
                 "data": session.data,
                 "meta": session.meta,
-                "timeout_at": iso(session.timeout_at),
+                "timeout_at": format_datetime(session.timeout_at),
             }
             for session in rows
         ]
@@ -223,9 +235,3 @@ def sessions_flush(
         won = {row[0] for row in cursor.fetchall()}
     AggregationSession.objects.filter(id__in=[session.id for session in stored]).delete()
     return won
-
-
-def iso(moment: datetime.datetime | None) -> str | None:
-    if moment is None:
-        return None
-    return moment.astimezone(datetime.UTC).isoformat(timespec="milliseconds").replace("+00:00", "Z")

@@ -37,6 +37,7 @@ from decimal import Decimal
 from functools import cached_property
 from typing import Any
 
+from common.json import format_datetime
 from streams.runtime import sessions as store
 from streams.runtime.base import Emit, Function, Item, RecordFailed, function
 from streams.runtime.functions.basic import ConfigurationError, condition_test
@@ -328,17 +329,8 @@ class DataAggregate(Function):
             raise ConfigurationError("this node has no aggregation store")
         timeout = timeout_of(self.params)
         wanted = {key: group.values for key, group in groups.items()}
-        if ctx.side_effects:
-            stored = store.sessions_lock(
-                operator_id=ctx.operator_id,
-                store_id=store_id,
-                keys=wanted,
-                now=ctx.now,
-                timeout=timeout,
-            )
-        else:
-            stored = store.sessions_read(store_id=store_id, keys=list(wanted))
-        now_text = store.iso(ctx.now)
+        stored = store.sessions_for(ctx, store_id=store_id, keys=wanted, timeout=timeout)
+        now_text = format_datetime(ctx.now)
         flushed: list[tuple[Group, store.StoredSession, dict[str, Any]]] = []
         kept: list[store.StoredSession] = []
         for key, group in groups.items():
@@ -391,7 +383,7 @@ class DataAggregate(Function):
         for group, session, output in flushed:
             if session.id is None or session.id in won:
                 if session.timeout_at is not None:
-                    output["timeoutAt"] = store.iso(session.timeout_at)
+                    output["timeoutAt"] = format_datetime(session.timeout_at)
                 emit(Item(output, group.origin))
 
     def _output(self, group: Group, *, created_at, timeout_at) -> dict[str, Any]:
@@ -401,7 +393,7 @@ class DataAggregate(Function):
             output[key.output] = value
         for operation, partial in zip(operations, group.partials, strict=True):
             output[operation.output] = result(operation.kind, partial)
-        output["createdAt"] = store.iso(created_at)
+        output["createdAt"] = format_datetime(created_at)
         if timeout_at is not None:
-            output["timeoutAt"] = store.iso(timeout_at)
+            output["timeoutAt"] = format_datetime(timeout_at)
         return output

@@ -26,6 +26,7 @@ from functools import cached_property
 from typing import Any
 
 from collection.processing import ProcessorRetry
+from common.json import format_datetime
 from streams.runtime import sandbox
 from streams.runtime import sessions as store
 from streams.runtime.base import Emit, Function, Item, function
@@ -64,8 +65,8 @@ def session_view(session: store.StoredSession) -> dict[str, Any]:
     return {
         "data": session.data,
         "meta": session.meta,
-        "timeoutAt": store.iso(session.timeout_at),
-        "createdAt": store.iso(session.created_at),
+        "timeoutAt": format_datetime(session.timeout_at),
+        "createdAt": format_datetime(session.created_at),
     }
 
 
@@ -113,16 +114,7 @@ class ScriptAggregate(Function):
             wanted.setdefault(found[0], found[1])
         if not keyed:
             return
-        if ctx.side_effects:
-            stored = store.sessions_lock(
-                operator_id=ctx.operator_id,
-                store_id=store_id,
-                keys=wanted,
-                now=ctx.now,
-                timeout=timeout,
-            )
-        else:
-            stored = store.sessions_read(store_id=store_id, keys=list(wanted))
+        stored = store.sessions_for(ctx, store_id=store_id, keys=wanted, timeout=timeout)
         outcome = sandbox.run_aggregate_script(
             operator_id=ctx.operator_id,
             version_id=ctx.version_id,
