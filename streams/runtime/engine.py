@@ -327,6 +327,12 @@ def batch_run(
     (stream id, node id)."""
     failures: dict[int, Failure] = {}
     memos: dict[tuple[uuid.UUID, str], dict[str, dict]] = {}
+    graph_states = {
+        graph.stream_id: {
+            node_id: states.get((graph.stream_id, node_id), {}) for node_id in graph.nodes
+        }
+        for graph, _, _ in runs
+    }
     passes = 0
     while True:
         passes += 1
@@ -338,13 +344,10 @@ def batch_run(
                 node_id: [item for item in items if item.origin not in failures]
                 for node_id, items in inputs.items()
             }
-            graph_states = {
-                node_id: states.get((graph.stream_id, node_id), {}) for node_id in graph.nodes
-            }
             result = graph_run(
                 graph,
                 kept,
-                states=graph_states,
+                states=graph_states[graph.stream_id],
                 memos=memos.setdefault((graph.stream_id, graph.version_id), {}),
                 run=run,
                 only=only,

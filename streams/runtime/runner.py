@@ -176,34 +176,44 @@ def _outcome_save(graphs: list[Graph], outcome: BatchResult, now) -> None:
     last_failure = {
         (failure.stream_id, failure.node_id): failure for failure in outcome.failures.values()
     }
-    for (stream_id, node_id), failure in last_failure.items():
-        NodeError.objects.update_or_create(
-            stream_id=stream_id,
-            node_id=node_id,
-            defaults={
-                "operator_id": operators[stream_id],
-                "node_name": failure.node_name[:200],
-                "reason": failure.reason,
-                "at": now,
-            },
+    if last_failure:
+        # One upsert for every node that failed records, not a round trip per node.
+        NodeError.objects.bulk_create(
+            [
+                NodeError(
+                    operator_id=operators[stream_id],
+                    stream_id=stream_id,
+                    node_id=node_id,
+                    node_name=failure.node_name[:200],
+                    reason=failure.reason,
+                    at=now,
+                )
+                for (stream_id, node_id), failure in sorted(last_failure.items())
+            ],
+            update_conflicts=True,
+            unique_fields=["stream", "node_id"],
+            update_fields=["operator", "node_name", "reason", "at"],
         )
-    lines = [
-        StreamLogLine(
-            operator_id=graph.operator_id,
-            stream_id=graph.stream_id,
-            node_id=line.node_id,
-            node_name=graph.label(line.node_id)[:200],
-            level=line.level,
-            message=line.message[:2000],
-            payload=line.payload,
-            created_at=now,
-        )
-        for graph, result in zip(graphs, outcome.final, strict=True)
-        for ctx in result.contexts.values()
-        for line in ctx.logs
-    ]
+    for graph, result in zip(graphs, outcome.final, strict=True):
+        log_lines_save(graph, [line for ctx in result.contexts.values() for line in ctx.logs], now)
+
+
+def log_lines_save(graph: Graph, lines, now) -> None:
+    """Store a graph's log lines (writers/log records, script log calls)."""
     if lines:
-        StreamLogLine.objects.bulk_create(lines)
+        StreamLogLine.objects.bulk_create(
+            StreamLogLine(
+                operator_id=graph.operator_id,
+                stream_id=graph.stream_id,
+                node_id=line.node_id,
+                node_name=graph.label(line.node_id)[:200],
+                level=line.level,
+                message=line.message[:2000],
+                payload=line.payload,
+                created_at=now,
+            )
+            for line in lines
+        )
 
 
 def batch_finish(
@@ -227,19 +237,23 @@ def batch_finish(
 class RealtimeProcessor:
     """Runs every enabled realtime stream reading a collector over a claimed batch."""
 
-    def __init__(self, versions: list[StreamVersion]) -> None:
+    def __init__(self, versions: list[StreamVersion], collector_id) -> None:
         self.versions = versions
+        self.collector_id = str(collector_id)
 
     def process(self, records) -> dict[int, str]:
         now = timezone.now()
+        # Built once and shared by every reader: functions never change their input.
+        payloads = [record_payload(record) for record in records]
         runs = []
         for version in self.versions:
             graph = graph_for(version)
             inputs: dict[str, list[Item]] = {}
             for node in graph.nodes_of_type(ONLINE_COLLECTION):
-                if str(node.get("params", {}).get("collectorId")) == str(records[0].collector_id):
+                if str(node.get("params", {}).get("collectorId")) == self.collector_id:
                     inputs[node["id"]] = [
-                        Item(record_payload(record), record.id) for record in records
+                        Item(payload, record.id)
+                        for payload, record in zip(payloads, records, strict=True)
                     ]
             runs.append((graph, inputs, None))
         outcome = batch_finish(runs, run=RunSettings(now=now))
@@ -267,7 +281,7 @@ def record_payload(record) -> dict[str, Any]:
 
 def realtime_processor_for(collector) -> RealtimeProcessor | None:
     versions = realtime_versions(operator_id=collector.operator_id, collector_id=collector.pk)
-    return RealtimeProcessor(versions) if versions else None
+    return RealtimeProcessor(versions, collector.pk) if versions else None
 
 
 # -- Counters read back ------------------------------------------------------------------
@@ -580,19 +594,7 @@ def _timed_out_outputs(store, node, graph, rows, now) -> list[list[Any]]:
         values={key: session.key_values for key, session in stored.items()},
         flush_type="TIMEOUT",
     )
-    if ctx.logs:
-        StreamLogLine.objects.bulk_create(
-            StreamLogLine(
-                operator_id=store.operator_id,
-                stream_id=store.stream_id,
-                node_id=line.node_id,
-                node_name=graph.label(line.node_id)[:200],
-                level=line.level,
-                message=line.message[:2000],
-                created_at=now,
-            )
-            for line in ctx.logs
-        )
+    log_lines_save(graph, ctx.logs, now)
     return [emitted[key] for key in keys if emitted[key]]
 
 

@@ -36,9 +36,9 @@ class DeduplicateFunction(Function):
         output = fixed_output_id(self.ctx.node, "unique")
         prefix = f"{self.ctx.stream_id}:{self.ctx.node_id}:"
         first: dict[uuid.UUID, Item] = {}  # the batch's first record per key
+        whole = template.strip() in ("", "${}", "@{}")
         for item in items:
             try:
-                whole = template.strip() in ("", "${}", "@{}")
                 value = item.payload if whole else render_template(template, item.payload)
                 key = _key_text(value)
             except ValueError as exc:
