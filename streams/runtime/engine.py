@@ -23,7 +23,7 @@ from django.db import DatabaseError, transaction
 
 import streams.runtime.functions  # noqa: F401 (registers the functions)
 from streams.catalogue import declared_outputs
-from streams.runtime.base import REGISTRY, Emit, Item, LogLine, NodeContext, Reader
+from streams.runtime.base import REGISTRY, Emit, Item, NodeContext, Reader
 
 logger = logging.getLogger(__name__)
 
@@ -366,7 +366,3 @@ def batch_run(
         failures.update(new)
         # Each pass took out at least one more record; a pass with nothing left to take
         # out cannot fail again, so this ends.
-
-
-def log_lines(results: Iterable[PassResult]) -> list[LogLine]:
-    return [line for result in results for ctx in result.contexts.values() for line in ctx.logs]

@@ -342,7 +342,7 @@ def render_template(source: str, payload: Any) -> Any:
 # --- Expressions -----------------------------------------------------------------------------
 
 
-def _tidy(number: int | Decimal) -> int | Decimal:
+def tidy_number(number: int | Decimal) -> int | Decimal:
     """A whole Decimal becomes an int, so 100 * 4 / 2 gives 200, not Decimal("200")."""
     if isinstance(number, Decimal) and number.is_finite() and number == number.to_integral_value():
         return int(number)
@@ -354,7 +354,7 @@ def _js_round(number: Decimal, places: int = 0) -> int | Decimal:
     # banker's rounding: floor(x + 0.5) says exactly that.
     step = Decimal(1).scaleb(-places)
     halved = (number / step + Decimal("0.5")).to_integral_value(ROUND_FLOOR)
-    return _tidy(halved * step)
+    return tidy_number(halved * step)
 
 
 def _one_number(name: str, args: list[Any]) -> Decimal:
@@ -387,16 +387,16 @@ def _extreme(name: str, pick: Callable[..., Any]) -> Callable[[list[Any]], Any]:
 # name -> (fewest arguments, most arguments or None for any number, implementation)
 FUNCTIONS: dict[str, tuple[int, int | None, Callable[[list[Any]], Any]]] = {
     "round": (1, 2, _round),
-    "floor": (1, 1, lambda a: _tidy(_one_number("floor", a).to_integral_value(ROUND_FLOOR))),
-    "ceil": (1, 1, lambda a: _tidy(_one_number("ceil", a).to_integral_value(ROUND_CEILING))),
-    "abs": (1, 1, lambda a: _tidy(abs(_one_number("abs", a)))),
+    "floor": (1, 1, lambda a: tidy_number(_one_number("floor", a).to_integral_value(ROUND_FLOOR))),
+    "ceil": (1, 1, lambda a: tidy_number(_one_number("ceil", a).to_integral_value(ROUND_CEILING))),
+    "abs": (1, 1, lambda a: tidy_number(abs(_one_number("abs", a)))),
     "min": (1, None, _extreme("min", min)),
     "max": (1, None, _extreme("max", max)),
     "lower": (1, 1, lambda a: to_text(a[0]).lower()),
     "upper": (1, 1, lambda a: to_text(a[0]).upper()),
     "trim": (1, 1, lambda a: to_text(a[0]).strip()),
     "string": (1, 1, lambda a: to_text(a[0])),
-    "number": (1, 1, lambda a: _tidy(_one_number("number", a))),
+    "number": (1, 1, lambda a: tidy_number(_one_number("number", a))),
 }
 
 
@@ -450,7 +450,7 @@ class _Negate(_Node):
         number = to_number(value)
         if number is None:
             raise EvaluationError(f"cannot negate {_describe(value)} from {self.operand.source}")
-        return _tidy(-number)
+        return tidy_number(-number)
 
 
 @dataclass(frozen=True)
@@ -465,7 +465,7 @@ class _Binary(_Node):
         right = self.right.evaluate(payload)
         if self.operator == "+":
             if is_number(left) and is_number(right):
-                return _tidy(Decimal(to_number(left)) + Decimal(to_number(right)))
+                return tidy_number(Decimal(to_number(left)) + Decimal(to_number(right)))
             if isinstance(left, str) or isinstance(right, str):
                 return to_text(left) + to_text(right)
         left_number, right_number = to_number(left), to_number(right)
@@ -490,7 +490,7 @@ class _Binary(_Node):
                 result = Decimal(left_number) / right_number
         except (ZeroDivisionError, InvalidOperation):
             raise EvaluationError(f"division by zero in {self.source}") from None
-        return _tidy(result)
+        return tidy_number(result)
 
 
 @dataclass(frozen=True)
@@ -546,7 +546,7 @@ def _tokenize(source: str) -> list[_Token]:
             position = close + 1
         elif number := _NUMBER.match(source, position):
             digits = number.group()
-            value = int(digits) if digits.isdigit() else _tidy(Decimal(digits))
+            value = int(digits) if digits.isdigit() else tidy_number(Decimal(digits))
             tokens.append(_Token("number", digits, position, value))
             position = number.end()
         elif name := _IDENTIFIER.match(source, position):

@@ -479,6 +479,8 @@ def sessions_flush_due(*, limit: int = 500, now: datetime.datetime | None = None
             v.stream_id: v
             for v in StreamVersion.objects.filter(stream_id__in=stream_ids, is_latest=True)
         }
+        # onTimeout scripts read state.node (their changes are not kept).
+        states, _ = states_load(stream_ids)
         origins = itertools.count(1)
         inputs_by_stream: dict[uuid.UUID, dict[str, list[Item]]] = {}
         graphs: dict[uuid.UUID, Graph] = {}
@@ -489,7 +491,7 @@ def sessions_flush_due(*, limit: int = 500, now: datetime.datetime | None = None
             node = graph.nodes.get(store.node_id) if graph is not None else None
             if graph is not None:
                 graphs[store.stream_id] = graph
-            emitted = _timed_out_outputs(store, node, graph, rows, now)
+            emitted = _timed_out_outputs(store, node, graph, rows, states, now)
             if node is None:
                 continue  # the node is gone: its sessions end with nothing downstream
             inputs = inputs_by_stream.setdefault(store.stream_id, {})
@@ -508,94 +510,35 @@ def sessions_flush_due(*, limit: int = 500, now: datetime.datetime | None = None
     return len(due)
 
 
-def _timed_out_outputs(store, node, graph, rows, now) -> list[list[Any]]:
-    """Flush one store's due sessions; returns, per session flushed or handled, the
-    payloads it sends downstream (only sessions whose flush this transaction claimed)."""
+def _timed_out_outputs(store, node, graph, rows, states, now) -> list[list[Any]]:
+    """Flush one store's due sessions; returns, per session, the payloads it sends
+    downstream (only sessions whose flush this transaction claimed)."""
     from streams.models import AggregationStore
     from streams.runtime import sessions as session_store
-    from streams.runtime.functions.script_aggregate import session_view, sessions_apply
+    from streams.runtime.functions.script_aggregate import on_timeout_run
 
-    stored = {
-        row.key: session_store.StoredSession(
-            row.id, row.key, row.key_values, row.data, row.meta, row.created_at, row.timeout_at
-        )
-        for row in rows
-    }
+    stored = {row.key: session_store.StoredSession.of(row) for row in rows}
     source = ((node or {}).get("params") or {}).get("onTimeout")
-    scripted = isinstance(source, str) and bool(source.strip())
-    if store.kind != AggregationStore.Kind.SCRIPT or not scripted:
-        won = session_store.sessions_flush(
+    if store.kind == AggregationStore.Kind.SCRIPT and isinstance(source, str) and source.strip():
+        ctx = NodeContext(
             operator_id=store.operator_id,
-            store_id=store.id,
-            sessions=list(stored.values()),
-            flush_type="TIMEOUT",
+            stream_id=store.stream_id,
+            version_id=graph.version_id,
+            node=node,
             now=now,
+            state=dict(states.get((store.stream_id, store.node_id), {})),
         )
-        return [[_timeout_payload(session)] for session in stored.values() if session.id in won]
-
-    from streams.runtime import sandbox
-
-    keys = list(stored)
-    states, _ = states_load([store.stream_id])
-    ctx = NodeContext(
+        emitted = on_timeout_run(ctx, store_id=store.id, source=source, stored=stored)
+        log_lines_save(graph, ctx.logs, now)
+        return emitted
+    won = session_store.sessions_flush(
         operator_id=store.operator_id,
-        stream_id=store.stream_id,
-        version_id=graph.version_id,
-        node=node,
-        now=now,
-        state=dict(states.get((store.stream_id, store.node_id), {})),
-    )
-    outcome = sandbox.run_aggregate_script(
-        operator_id=store.operator_id,
-        version_id=graph.version_id,
-        node_id=store.node_id,
-        source=source,
-        mode="timeout",
-        payloads=[None] * len(keys),
-        keys=keys,
-        sessions={key: session_view(session) for key, session in stored.items()},
-        state=ctx.state,
-        now=now,
-        default_timeout_seconds=None,
-    )
-    emitted: dict[str, list[Any]] = {key: [] for key in keys}
-    changes = dict(outcome.sessions)
-    for key, record in zip(keys, outcome.records, strict=True):
-        for level, message in record.logs:
-            ctx.log(level, message)
-        if record.error is not None:
-            # A failing onTimeout does not keep a session forever: it is flushed as is.
-            ctx.log("error", f"onTimeout failed for session {key!r}: {record.error}")
-            changes.pop(key, None)
-            continue
-        emitted[key].extend(record.pushed)
-    finished = []
-    for key, session in stored.items():
-        change = changes.get(key)
-        after = change.session if change is not None else session_view(session)
-        flushed = change is not None and change.flushed
-        later = (
-            after is not None
-            and after.get("timeoutAt")
-            and (datetime.datetime.fromisoformat(after["timeoutAt"]) > now)
-        )
-        if not flushed and not later:
-            # Neither flushed nor given more time: Tally flushes it.
-            emitted[key].append(after["data"] if after is not None else session.data)
-            finished.append(key)
-            changes[key] = sandbox.SessionChange(flushed=True, session=None)
-    # Rows are held FOR UPDATE, so every claim is ours; a lost one (FlushTaken) rolls
-    # the whole call back.
-    sessions_apply(
-        ctx,
         store_id=store.id,
-        stored=stored,
-        changes=changes,
-        values={key: session.key_values for key, session in stored.items()},
+        sessions=list(stored.values()),
         flush_type="TIMEOUT",
+        now=now,
     )
-    log_lines_save(graph, ctx.logs, now)
-    return [emitted[key] for key in keys if emitted[key]]
+    return [[_timeout_payload(session)] for session in stored.values() if session.id in won]
 
 
 def _timeout_payload(session) -> dict[str, Any]:

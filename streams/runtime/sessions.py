@@ -18,7 +18,7 @@ from __future__ import annotations
 
 import datetime
 import uuid
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from typing import Any
 
 from django.db import connection
@@ -55,7 +55,12 @@ class StoredSession:
     meta: dict[str, Any]
     created_at: datetime.datetime
     timeout_at: datetime.datetime | None
-    changed: bool = field(default=False, compare=False)
+
+    @classmethod
+    def of(cls, row: AggregationSession) -> StoredSession:
+        return cls(
+            row.id, row.key, row.key_values, row.data, row.meta, row.created_at, row.timeout_at
+        )
 
 
 def sessions_lock(
@@ -135,13 +140,8 @@ def sessions_for(
 
 def sessions_read(*, store_id: uuid.UUID, keys: list[str]) -> dict[str, StoredSession]:
     """The stored sessions of `keys`, unlocked (for previews, which change nothing)."""
-    rows = AggregationSession.objects.filter(store_id=store_id, key__in=list(keys)).values_list(
-        "id", "key", "key_values", "data", "meta", "created_at", "timeout_at"
-    )
-    return {
-        key: StoredSession(id_, key, key_values, data, meta, created_at, timeout_at)
-        for id_, key, key_values, data, meta, created_at, timeout_at in rows
-    }
+    rows = AggregationSession.objects.filter(store_id=store_id, key__in=list(keys))
+    return {row.key: StoredSession.of(row) for row in rows}
 
 
 def sessions_save(sessions: list[StoredSession], *, now: datetime.datetime) -> None:

@@ -32,7 +32,7 @@ from __future__ import annotations
 
 import datetime
 from collections.abc import Callable
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from decimal import Decimal
 from functools import cached_property
 from typing import Any
@@ -41,7 +41,7 @@ from common.json import format_datetime
 from streams.runtime import sessions as store
 from streams.runtime.base import Emit, Function, Item, RecordFailed, function
 from streams.runtime.functions.basic import ConfigurationError, condition_test
-from streams.runtime.paths import MISSING, Path, get_path, parse_path, to_number
+from streams.runtime.paths import MISSING, Path, get_path, parse_path, tidy_number, to_number
 
 PERIODS = {"HOUR": 13, "DAY": 10, "MONTH": 7, "YEAR": 4}  # ISO 8601 prefix lengths
 OPERATIONS = {
@@ -172,12 +172,6 @@ def merge(kind: str, earlier: Any, later: Any) -> Any:
     return later
 
 
-def _tidy(number: Any) -> Any:
-    if isinstance(number, Decimal) and number == number.to_integral_value():
-        return int(number)
-    return number
-
-
 def result(kind: str, partial: Any) -> Any:
     """What an operation's output field shows."""
     if kind in ("sum", "count"):
@@ -186,7 +180,7 @@ def result(kind: str, partial: Any) -> Any:
         if partial is None:
             return None
         total, count = partial
-        return _tidy(Decimal(total) / Decimal(count))
+        return tidy_number(Decimal(total) / Decimal(count))
     if kind in ("carry_first", "carry_last"):
         return partial[0] if partial is not None else None
     return partial
@@ -222,7 +216,6 @@ class Group:
     partials: list[Any]
     count: int = 0
     origin: int = 0
-    stored: store.StoredSession | None = field(default=None)
 
 
 @function("transforms/data_aggregate")
@@ -362,7 +355,6 @@ class DataAggregate(Function):
                 if name not in ("createdAt", "timeoutAt")
             }
             session.meta = meta
-            group.stored = session
             if self.condition is not None and self.condition(output):
                 flushed.append((group, session, output))
             else:

@@ -192,3 +192,54 @@ def sessions_apply(ctx, *, store_id, stored, changes, values, flush_type) -> Non
     store.sessions_insert(
         operator_id=ctx.operator_id, store_id=store_id, sessions=begun, now=ctx.now
     )
+
+
+def on_timeout_run(ctx, *, store_id, source: str, stored: dict) -> list[list[Any]]:
+    """Run `onTimeout` over a store's due sessions (rows held FOR UPDATE by the caller)
+    and write what became of them; returns, per session that sends anything, its
+    records. A session the script neither flushes nor gives a later timeout is flushed
+    with its data; one whose script fails is flushed as it is."""
+    keys = list(stored)
+    views = {key: session_view(session) for key, session in stored.items()}
+    outcome = sandbox.run_aggregate_script(
+        operator_id=ctx.operator_id,
+        version_id=ctx.version_id,
+        node_id=ctx.node_id,
+        source=source,
+        mode="timeout",
+        payloads=[None] * len(keys),
+        keys=keys,
+        sessions=views,
+        state=ctx.state,
+        now=ctx.now,
+        default_timeout_seconds=None,
+    )
+    emitted: dict[str, list[Any]] = {key: [] for key in keys}
+    changes = dict(outcome.sessions)
+    for key, record in zip(keys, outcome.records, strict=True):
+        for level, message in record.logs:
+            ctx.log(level, message)
+        if record.error is not None:
+            ctx.log("error", f"onTimeout failed for session {key!r}: {record.error}")
+            changes.pop(key, None)
+            continue
+        emitted[key].extend(record.pushed)
+    for key, session in stored.items():
+        change = changes.get(key)
+        after = change.session if change is not None else views[key]
+        flushed = change is not None and change.flushed
+        later = after is not None and (parse_time(after.get("timeoutAt")) or ctx.now) > ctx.now
+        if not flushed and not later:
+            emitted[key].append(after["data"] if after is not None else session.data)
+            changes[key] = sandbox.SessionChange(flushed=True, session=None)
+    # The rows are the caller's (FOR UPDATE): every claim is ours, and a lost one
+    # (FlushTaken) rolls the whole flush back.
+    sessions_apply(
+        ctx,
+        store_id=store_id,
+        stored=stored,
+        changes=changes,
+        values={key: session.key_values for key, session in stored.items()},
+        flush_type="TIMEOUT",
+    )
+    return [emitted[key] for key in keys if emitted[key]]
