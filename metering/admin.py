@@ -10,7 +10,6 @@ from metering import services
 from metering.cycles import Schedule
 from metering.forms import MeterForm, MeterTypeForm, plain_number, thresholds_summary
 from metering.models import (
-    CURRENCY_PATTERN,
     Alert,
     BillingAccount,
     Customer,
@@ -26,6 +25,7 @@ from metering.models import (
     WebhookEndpoint,
 )
 from metering.pricing import PricingInvalid, tiers_parse
+from tenants.models import CURRENCY_PATTERN
 
 
 @admin.register(Customer)
@@ -414,9 +414,9 @@ class PlanRateForm(forms.ModelForm):
             if unit_price is not None:
                 self.add_error("unit_price", "GRADUATED rates are priced by their tiers.")
             try:
-                tiers_parse(tiers if isinstance(tiers, list) else [])
-            except (PricingInvalid, AttributeError, ArithmeticError) as exc:
-                self.add_error("tiers", str(exc) or "Not a list of tiers.")
+                tiers_parse(tiers)
+            except PricingInvalid as exc:
+                self.add_error("tiers", str(exc))
         return data
 
 

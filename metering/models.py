@@ -365,8 +365,6 @@ class DeliveryAttempt(models.Model):
 
 # -- Pricing: accounts, plans, assignments, exchange rates --------------------------------
 
-CURRENCY_PATTERN = re.compile(r"^[A-Z]{3}$")
-
 
 class BillingAccount(models.Model):
     """What a customer is invoiced through (the API's `accountId`), in its invoice

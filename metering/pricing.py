@@ -15,7 +15,12 @@ from decimal import Decimal
 
 
 class PricingInvalid(ValueError):
-    """Tiers that do not describe a price (said why)."""
+    """Tiers that do not describe a price: `problems` holds (path, message) pairs, the
+    path relative to the list (`[1].upTo`)."""
+
+    def __init__(self, problems: list[tuple[str, str]]) -> None:
+        super().__init__("; ".join(f"{where}: {message}" for where, message in problems))
+        self.problems = problems
 
 
 @dataclass(frozen=True)
@@ -24,24 +29,55 @@ class Tier:
     unit_price: Decimal
 
 
-def tiers_parse(raw: Sequence[dict]) -> list[Tier]:
-    """`[{"upTo": n | null, "unitPrice": x}, ...]` as tiers, checked: at least one,
-    bounds positive and rising, only the last unbounded, prices not negative."""
-    if not raw:
-        raise PricingInvalid("at least one tier is needed")
+TIER_KEYS = ("upTo", "unitPrice")
+
+
+def _number(value: object) -> Decimal | None:
+    """A JSON number as an exact Decimal; None for anything else (text and booleans too)."""
+    if isinstance(value, bool) or not isinstance(value, int | float | Decimal):
+        return None
+    number = Decimal(str(value))
+    return number if number.is_finite() else None
+
+
+def tiers_parse(raw: object) -> list[Tier]:
+    """`[{"upTo": n | null, "unitPrice": x}, ...]` as tiers, checked (the one rule set of
+    the API and the admin): at least one tier, each an object with exactly those keys,
+    bounds positive and rising, only the last open, prices numbers not below zero."""
+    if not isinstance(raw, list) or not raw:
+        raise PricingInvalid([("", "Must be a list of at least one tier.")])
+    problems: list[tuple[str, str]] = []
     tiers: list[Tier] = []
+    previous: Decimal | None = None
     for index, entry in enumerate(raw):
-        up_to, price = entry.get("upTo"), entry.get("unitPrice")
-        last = index == len(raw) - 1
-        if up_to is None and not last:
-            raise PricingInvalid(f"tiers[{index}].upTo: only the last tier may be unbounded")
-        if up_to is not None:
-            up_to = Decimal(str(up_to))
-            if up_to <= 0 or (tiers and up_to <= tiers[-1].up_to):
-                raise PricingInvalid(f"tiers[{index}].upTo must be above the previous bound")
-        if price is None or Decimal(str(price)) < 0:
-            raise PricingInvalid(f"tiers[{index}].unitPrice must be zero or more")
-        tiers.append(Tier(up_to, Decimal(str(price))))
+        where = f"[{index}]"
+        if not isinstance(entry, dict):
+            problems.append((where, 'Must be an object like {"upTo": 100, "unitPrice": 1}.'))
+            continue
+        problems += [(f"{where}.{key}", "Unknown field.") for key in entry if key not in TIER_KEYS]
+        price = _number(entry.get("unitPrice"))
+        if price is None:
+            problems.append((f"{where}.unitPrice", "Must be a number."))
+        elif price < 0:
+            problems.append((f"{where}.unitPrice", "Must not be negative."))
+        if "upTo" not in entry:
+            problems.append((f"{where}.upTo", "Required (null for an open last tier)."))
+            continue
+        bound = None if entry["upTo"] is None else _number(entry["upTo"])
+        if entry["upTo"] is None:
+            if index != len(raw) - 1:
+                problems.append((f"{where}.upTo", "Only the last tier may be open (null)."))
+        elif bound is None:
+            problems.append((f"{where}.upTo", "Must be a number or null."))
+        elif bound <= 0:
+            problems.append((f"{where}.upTo", "Must be above zero."))
+        elif previous is not None and bound <= previous:
+            problems.append((f"{where}.upTo", f"Must be above the previous bound {previous}."))
+        if bound is not None:
+            previous = bound
+        tiers.append(Tier(bound, price if price is not None else Decimal(0)))
+    if problems:
+        raise PricingInvalid(problems)
     return tiers
 
 

@@ -13,7 +13,6 @@ from typing import Any
 from django.db.models import Count, IntegerField, OuterRef, Q, QuerySet, Subquery
 from django.db.models.functions import Coalesce
 
-from common.ids import uuid_or_none
 from common.json import dumps, format_datetime, loads
 from streams.models import (
     AggregationSession,
@@ -332,15 +331,6 @@ def store_document(store: AggregationStore, node: dict[str, Any] | None) -> dict
     }
 
 
-def store_get(*, operator, store_id: Any) -> AggregationStore | None:
-    """The operator's store with this id; None for another operator's, an unknown or a
-    malformed id alike (the API answers each with the same 404)."""
-    found = uuid_or_none(store_id)
-    if found is None:
-        return None
-    return AggregationStore.objects.filter(operator=operator, pk=found).first()
-
-
 def store_node(store: AggregationStore) -> dict[str, Any] | None:
     """The store's node in its stream's latest version; None when it is not there."""
     config = (
@@ -391,8 +381,6 @@ def session_lookup(*, store: AggregationStore, values: list[str]) -> Aggregation
     field_lists = store_group_fields(store.kind, node)
     if not any(len(fields) == len(values) for fields in field_lists):
         raise FieldValuesMismatch(_field_count_message(field_lists, len(values)))
-    if any("\x00" in value for value in values):
-        return None  # no stored key holds one (PostgreSQL text cannot)
     return AggregationSession.objects.filter(
         operator_id=store.operator_id, store=store, key=session_key(values)
     ).first()

@@ -1,7 +1,5 @@
 from __future__ import annotations
 
-import re
-
 from django import forms
 from django.contrib import admin, messages
 from django.db import models
@@ -14,6 +12,7 @@ from oauth2_provider import models as oauth_models
 from common.admin import ReadOnlyInline, adopt_created
 from tenants import services
 from tenants.models import (
+    CURRENCY_PATTERN,
     ApplicationAccess,
     Operator,
     OperatorMembership,
@@ -64,7 +63,7 @@ class OperatorForm(forms.ModelForm):
 
     def clean_base_currency(self) -> str:
         currency = self.cleaned_data["base_currency"].strip().upper()
-        if not re.fullmatch(r"[A-Z]{3}", currency):
+        if not CURRENCY_PATTERN.match(currency):
             raise forms.ValidationError("Three letters, an ISO 4217 code such as EUR.")
         return currency
 

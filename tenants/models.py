@@ -1,11 +1,15 @@
 from __future__ import annotations
 
+import re
 import uuid
 
 from django.conf import settings
 from django.contrib.postgres.fields import ArrayField
 from django.db import models
 from django.utils import timezone
+
+# ISO 4217 currency codes, as operators' base and accounts' invoice currencies are written.
+CURRENCY_PATTERN = re.compile(r"^[A-Z]{3}$")
 
 
 class Operator(models.Model):

@@ -5,7 +5,6 @@ from __future__ import annotations
 import hashlib
 import hmac
 import logging
-import re
 import secrets
 import time
 from collections.abc import Iterable
@@ -19,6 +18,7 @@ from oauth2_provider.models import AccessToken, Application
 
 from common.db import deltas_fold
 from tenants.models import (
+    CURRENCY_PATTERN,
     ApplicationAccess,
     Operator,
     OperatorMembership,
@@ -57,7 +57,7 @@ def operator_set_base_currency(*, operator: Operator, currency: str) -> Operator
     """Set the currency (ISO 4217) the operator's price plans are written in. Prices are
     not converted: a plan's numbers are read in the new currency from now on."""
     currency = currency.strip().upper()
-    if not re.fullmatch(r"[A-Z]{3}", currency):
+    if not CURRENCY_PATTERN.match(currency):
         raise ValueError("A base currency is an ISO 4217 code of three letters, such as EUR.")
     operator.base_currency = currency
     operator.save(update_fields=["base_currency"])

@@ -63,6 +63,15 @@ class StrictCharField(serializers.CharField):
         return super().to_internal_value(data)
 
 
+class StrictIntegerField(serializers.IntegerField):
+    """A whole number that must arrive as a JSON number (DRF would take "5")."""
+
+    def to_internal_value(self, data):
+        if isinstance(data, bool) or not isinstance(data, int):
+            self.fail("invalid")
+        return super().to_internal_value(data)
+
+
 class TallySerializerMixin:
     def get_fields(self) -> dict[str, serializers.Field]:
         fields = super().get_fields()

@@ -13,13 +13,13 @@ from common.api.serializers import (
     DateTimeField,
     NumberField,
     StrictCharField,
+    StrictIntegerField,
     TallyModelSerializer,
     TallySerializer,
 )
 from common.json import normalize_decimal
 from metering.cycles import Schedule
 from metering.models import (
-    CURRENCY_PATTERN,
     BillingAccount,
     ExchangeRate,
     Meter,
@@ -30,6 +30,7 @@ from metering.models import (
     PricePlan,
     meter_type_name_problem,
 )
+from metering.pricing import PricingInvalid, tiers_parse
 from metering.schedule import (
     SCHEDULE_FIELDS,
     ScheduleInvalid,
@@ -49,6 +50,7 @@ from metering.thresholds import (
     thresholds_to_stored,
     thresholds_to_wire,
 )
+from tenants.models import CURRENCY_PATTERN
 
 # Clients compute "now" on their own clocks; a time this close to ours is not "past".
 CLOCK_SKEW = timedelta(seconds=60)
@@ -455,15 +457,6 @@ def _currency(value: str) -> str:
     return value
 
 
-class StrictIntegerField(serializers.IntegerField):
-    """A whole number that must arrive as a JSON number (DRF would take "5")."""
-
-    def to_internal_value(self, data):
-        if isinstance(data, bool) or not isinstance(data, int):
-            self.fail("invalid")
-        return super().to_internal_value(data)
-
-
 class BillingAccountSerializer(TallyModelSerializer):
     """A billing account, addressed by the operator's own `accountId`."""
 
@@ -498,13 +491,6 @@ class BillingAccountSerializer(TallyModelSerializer):
         return attrs
 
 
-def _tier_number(value) -> Decimal | None:
-    if isinstance(value, bool) or not isinstance(value, int | float | Decimal):
-        return None
-    number = Decimal(str(value))
-    return normalize_decimal(number) if number.is_finite() else None
-
-
 MAX_TIERS = 20
 
 
@@ -537,45 +523,21 @@ class TiersField(serializers.Field):
     metering.pricing.tiers_parse, each problem named by its path)."""
 
     def to_internal_value(self, data):
-        if not isinstance(data, list) or not data:
-            raise serializers.ValidationError("Must be a list of at least one tier.")
-        if len(data) > MAX_TIERS:
+        if isinstance(data, list) and len(data) > MAX_TIERS:
             raise serializers.ValidationError(f"At most {MAX_TIERS} tiers.")
-        problems: list[tuple[str, str]] = []
-        tiers: list[dict] = []
-        previous: Decimal | None = None
-        for index, tier in enumerate(data):
-            where = f"[{index}]"
-            if not isinstance(tier, dict):
-                problems.append((where, 'Must be an object like {"upTo": 100, "unitPrice": 1}.'))
-                continue
-            problems += [
-                (f"{where}.{key}", "Unknown field.") for key in tier if key not in TIER_KEYS
-            ]
-            price = _tier_number(tier.get("unitPrice"))
-            if price is None:
-                problems.append((f"{where}.unitPrice", "Must be a number."))
-            elif price < 0:
-                problems.append((f"{where}.unitPrice", "Must not be negative."))
-            if "upTo" not in tier:
-                problems.append((f"{where}.upTo", "Required (null for an open last tier)."))
-                continue
-            bound = None if tier["upTo"] is None else _tier_number(tier["upTo"])
-            if tier["upTo"] is None:
-                if index != len(data) - 1:
-                    problems.append((f"{where}.upTo", "Only the last tier may be open (null)."))
-            elif bound is None:
-                problems.append((f"{where}.upTo", "Must be a number or null."))
-            elif bound <= 0:
-                problems.append((f"{where}.upTo", "Must be above zero."))
-            elif previous is not None and bound <= previous:
-                problems.append((f"{where}.upTo", f"Must be above the previous bound {previous}."))
-            if bound is not None:
-                previous = bound
-            tiers.append({"upTo": bound, "unitPrice": price})
-        if problems:
-            raise serializers.ValidationError(_error_detail(problems))
-        return tiers
+        try:
+            tiers = tiers_parse(data)
+        except PricingInvalid as exc:
+            if exc.problems[0][0] == "":
+                raise serializers.ValidationError(exc.problems[0][1]) from None
+            raise serializers.ValidationError(_error_detail(exc.problems)) from None
+        return [
+            {
+                "upTo": None if tier.up_to is None else normalize_decimal(tier.up_to),
+                "unitPrice": normalize_decimal(tier.unit_price),
+            }
+            for tier in tiers
+        ]
 
     def to_representation(self, value):
         return [
@@ -585,9 +547,6 @@ class TiersField(serializers.Field):
             }
             for tier in value or []
         ]
-
-
-TIER_KEYS = ("upTo", "unitPrice")
 
 
 class PlanRateSerializer(TallySerializer):

@@ -275,7 +275,7 @@ class PricePlanViewSet(mixins.ListModelMixin, mixins.RetrieveModelMixin, Operato
         return self.get_queryset().get(pk=plan.pk)
 
 
-class PlanAssignmentViewSet(mixins.RetrieveModelMixin, OperatorViewSet):
+class PlanAssignmentViewSet(mixins.ListModelMixin, mixins.RetrieveModelMixin, OperatorViewSet):
     """Plan assignments: an account on a plan from a day, invoiced in cycles (`cycle`,
     `anchorDay`: 1-7 = Monday-Sunday for WEEKLY, the day of the month otherwise). A
     later assignment closes the running cycle on its day; `firstCycle` shows that."""
@@ -298,10 +298,6 @@ class PlanAssignmentViewSet(mixins.RetrieveModelMixin, OperatorViewSet):
             context["first_cycles"] = selectors.assignment_first_cycles(rows)
             kwargs["context"] = context
         return super().get_serializer(*args, **kwargs)
-
-    def list(self, request: Request) -> Response:
-        page = self.paginate_queryset(self.filter_queryset(self.get_queryset()))
-        return self.get_paginated_response(self.get_serializer(page, many=True).data)
 
     @extend_schema(
         request=PlanAssignmentCreateSerializer, responses={201: PlanAssignmentSerializer}

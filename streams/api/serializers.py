@@ -2,7 +2,12 @@ from __future__ import annotations
 
 from rest_framework import serializers
 
-from common.api.serializers import StrictCharField, TallyModelSerializer, TallySerializer
+from common.api.serializers import (
+    StrictCharField,
+    StrictIntegerField,
+    TallyModelSerializer,
+    TallySerializer,
+)
 from metering.schedule import cron_problem
 from streams.models import Solution, Stream
 from streams.services import ON_NAME_CONFLICT, PREVIEW_MAX_RECORDS
@@ -60,9 +65,7 @@ class StreamPreviewSerializer(TallySerializer):
     records = serializers.ListField(
         child=serializers.JSONField(), required=False, max_length=PREVIEW_MAX_RECORDS
     )
-    last_records = serializers.IntegerField(
-        required=False, min_value=1, max_value=PREVIEW_MAX_RECORDS
-    )
+    last_records = StrictIntegerField(required=False, min_value=1, max_value=PREVIEW_MAX_RECORDS)
 
     def validate_records(self, value):
         for index, record in enumerate(value):

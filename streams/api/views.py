@@ -380,9 +380,7 @@ class AggregationStoreViewSet(OperatorViewSet):
         """Find a session by the key its group values make, as the aggregator computes
         it. A script aggregator with several group-by rules: the values must be as many
         as the fields of one rule."""
-        store = selectors.store_get(operator=request.user.operator, store_id=pk)
-        if store is None:
-            raise exceptions.NotFound("No such aggregation store.")
+        store = self.get_object()
         values = request.query_params.getlist("fieldValues")
         if not values:
             raise exceptions.ValidationError(

@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import pytest
 
-from metering.models import Customer, MeterType
+from metering.models import Customer, MeterType, PricePlan
 from metering.services import meter_type_create
 from tests.conftest import assert_error_body, make_tenant
 
@@ -407,7 +407,7 @@ def test_invalid_exchange_rates_are_400_naming_the_field(client, path, body, fie
 # -- Tenant isolation and scopes ---------------------------------------------------------
 
 
-def test_another_operators_rows_are_not_found(client, other, calls):
+def test_another_operators_rows_are_not_found(client, other, globex, calls):
     account(client)
     plan_id = plan(client, calls).json()["id"]
     assignment_id = assign(client, plan_id).json()["id"]
@@ -440,6 +440,19 @@ def test_another_operators_rows_are_not_found(client, other, calls):
     assert [detail["field"] for detail in body["details"]] == ["accountId"]
     # The same account id is free in another operator.
     assert account(other).status_code == 201
+    # A plan of ours cannot be changed to price their meter type.
+    theirs = _meter_type(globex.operator, "Theirs")
+    body = assert_error_body(
+        client.put(
+            f"{BASE}/price-plans/{plan_id}",
+            {"name": "Calls", "rates": [_rate(theirs, model="PER_UNIT", unitPrice=1)]},
+        ),
+        400,
+    )
+    assert [detail["field"] for detail in body["details"]] == ["rates[0].meterTypeId"]
+    # Their exchange rate for the same day is theirs: ours stays.
+    assert other.put(f"{BASE}/exchange-rates/EUR/2024-01-01", {"rate": 2}).status_code == 201
+    assert client.get(f"{BASE}/exchange-rates/EUR/2024-01-01").json()["rate"] == 0.9
 
 
 def test_a_read_token_cannot_write(db, api_client):
@@ -497,6 +510,60 @@ def test_billing_admin_pages_render(staff, client, calls, model):
     assert page.status_code == 200
 
 
-def test_operator_admin_shows_the_base_currency(staff, acme):
-    page = staff.get(f"/admin/tenants/operator/{acme.operator.pk}/change/").content.decode()
-    assert "USD" in page and "Base currency" in page
+def test_a_base_currency_set_in_the_admin_is_the_plans_currency(staff, client, acme, calls):
+    plan_id = plan(client, calls).json()["id"]
+    assert client.get(f"{BASE}/price-plans/{plan_id}").json()["currency"] == "USD"
+    url = f"/admin/tenants/operator/{acme.operator.pk}/change/"
+    form = {
+        "name": acme.operator.name,
+        "status": "active",
+        "base_currency": "eur",
+        "memberships-TOTAL_FORMS": "0",
+        "memberships-INITIAL_FORMS": "0",
+        "application_accesses-TOTAL_FORMS": "0",
+        "application_accesses-INITIAL_FORMS": "0",
+    }
+    assert staff.post(url, form).status_code == 302
+    assert client.get(f"{BASE}/price-plans/{plan_id}").json()["currency"] == "EUR"
+
+
+def test_the_admin_refuses_tiers_the_api_refuses(staff, acme, calls):
+    form = {
+        "name": "Tiered",
+        "description": "",
+        "operator": str(acme.operator.pk),
+        "rates-TOTAL_FORMS": "1",
+        "rates-INITIAL_FORMS": "0",
+        "rates-0-meter_type": str(calls.pk),
+        "rates-0-model": "GRADUATED",
+        "rates-0-unit_price": "",
+        "rates-0-tiers": '[{"upTo": 10, "unitPrice": 1}, {"upTo": 5, "unitPrice": 1}]',
+    }
+    page = staff.post("/admin/metering/priceplan/add/", form)
+    assert page.status_code == 200
+    assert "[1].upTo: Must be above the previous bound 10." in page.content.decode()
+    assert not PricePlan.objects.filter(name="Tiered").exists()
+    form["rates-0-tiers"] = '[{"upTo": 10, "unitPrice": 1}, {"upTo": null, "unitPrice": 0.5}]'
+    assert staff.post("/admin/metering/priceplan/add/", form).status_code == 302
+    (rate,) = PricePlan.objects.get(name="Tiered").rates.all()
+    assert rate.tiers == [{"upTo": 10, "unitPrice": 1}, {"upTo": None, "unitPrice": 0.5}]
+
+
+@pytest.mark.parametrize(("path", "key"), [("accounts", "accounts"), ("price-plans", "pricePlans")])
+def test_list_queries_do_not_grow(client, calls, django_assert_num_queries, path, key):
+    def counted() -> int:
+        from django.db import connection
+        from django.test.utils import CaptureQueriesContext
+
+        with CaptureQueriesContext(connection) as captured:
+            assert client.get(f"{BASE}/{path}").status_code == 200
+        return len(captured)
+
+    account(client)
+    plan(client, calls)
+    one = counted()
+    for index in range(2, 7):
+        account(client, accountId=f"acc-{index}")
+        plan(client, calls, name=f"Plan {index}")
+    assert client.get(f"{BASE}/{path}").json()["total"] == 6
+    assert counted() == one

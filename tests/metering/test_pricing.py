@@ -10,7 +10,9 @@ from hypothesis import strategies as st
 
 from metering.pricing import PricingInvalid, charge, graduated_total, tiers_parse
 
-TIERS = tiers_parse([{"upTo": 1000, "unitPrice": "0.10"}, {"upTo": None, "unitPrice": "0.08"}])
+TIERS = tiers_parse(
+    [{"upTo": 1000, "unitPrice": D("0.10")}, {"upTo": None, "unitPrice": D("0.08")}]
+)
 
 
 def test_per_unit():
@@ -27,8 +29,8 @@ def test_three_tiers_and_a_bounded_last_one():
     tiers = tiers_parse(
         [
             {"upTo": 10, "unitPrice": 1},
-            {"upTo": 20, "unitPrice": "0.5"},
-            {"upTo": 30, "unitPrice": "0.25"},
+            {"upTo": 20, "unitPrice": D("0.5")},
+            {"upTo": 30, "unitPrice": D("0.25")},
         ]
     )
     assert graduated_total(tiers, D(35)) == D(10) + D(5) + D("2.5") + D("1.25")
@@ -42,6 +44,10 @@ def test_three_tiers_and_a_bounded_last_one():
         [{"upTo": 5, "unitPrice": 1}, {"upTo": 5, "unitPrice": 1}],
         [{"upTo": 0, "unitPrice": 1}],
         [{"upTo": 5, "unitPrice": -1}],
+        [{"upTo": 5, "unitPrice": "1"}],
+        [{"unitPrice": 1}],
+        [{"upTo": 5, "unitPrice": 1, "extra": 1}],
+        "tiers",
     ],
 )
 def test_bad_tiers_are_refused(raw):

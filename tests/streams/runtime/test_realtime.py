@@ -15,6 +15,7 @@ from metering.models import Meter, Notification
 from metering.resets import meters_reset_due
 from streams.models import DedupeKey, NodeCounterDelta, NodeError, PendingFlush, StreamLogLine
 from streams.runtime.runner import flushes_run, node_counts
+from tests.conftest import assert_error_body
 from tests.streams.runtime.helpers import (
     PRINTING_TYPE,
     STREAMS,
@@ -245,13 +246,22 @@ def test_preview_of_last_records_reads_the_collector(client, setup):
 
 
 @pytest.mark.parametrize(
-    "body",
-    [{"records": "nope"}, {"records": [1]}, {"lastRecords": 0}, {"records": [], "lastRecords": 1}],
+    ("body", "field"),
+    [
+        ({"records": "nope"}, "records"),
+        ({"records": [1]}, "records"),
+        ({"lastRecords": 0}, "lastRecords"),
+        ({"lastRecords": "5"}, "lastRecords"),
+        ({"lastRecords": 101}, "lastRecords"),
+        ({"records": [{}] * 101}, "records"),
+        ({"records": [], "lastRecords": 1}, None),
+    ],
 )
-def test_bad_preview_bodies_are_400(client, setup, body):
+def test_bad_preview_bodies_are_400(client, setup, body, field):
     response = client.post(f"{STREAMS}/{setup['stream']['id']}/preview", body)
-    assert response.status_code == 400
-    assert response["Content-Type"].startswith("application/json")
+    error = assert_error_body(response, 400)
+    if field is not None:
+        assert field in [detail["field"] for detail in error["details"]], error
 
 
 def test_logs_are_listed_newest_first_with_a_cursor(client, setup):
