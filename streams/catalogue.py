@@ -273,7 +273,7 @@ _SPECS: Final[tuple[FunctionSpec, ...]] = (
         outputs="single",
         # No export of this function has been published, only its documentation (group-by
         # rules, a flush trigger, transform and timeout scripts), which does not show the
-        # key names. These are Tally's (docs/streams.md); nothing is required at import so
+        # key names. These are Tally's (README, "Running streams"); nothing is required at import so
         # that an export spelling them differently still imports, and the runtime names
         # what is missing when the node runs.
         params_schema=_params(

@@ -1,7 +1,7 @@
 """`transforms/script_aggregate`: records grouped into sessions, folded by JavaScript.
 
 Params (no export of this function has been published; these names are Tally's and
-documented in docs/streams.md):
+documented in README, "Running streams"):
 
 * `groupByRules`: `[{"fields": ["customerId", "orderId"]}, ...]`. The first rule whose
   fields a record all has gives its session key (the values in field order, see

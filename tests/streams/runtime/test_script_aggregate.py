@@ -282,3 +282,24 @@ def test_a_flush_already_claimed_is_not_sent_again(client, collector):
     assert runner.sessions_flush_due(now=timezone.now() + timedelta(minutes=2)) == 2
     assert [row["customer"] for row in outputs(stream["id"])] == ["c2"]
     assert not AggregationSession.objects.exists()
+
+
+def test_beats_task_flushes_due_sessions_and_the_sweep_forgets_old_claims(client, collector):
+    from streams import tasks
+
+    stream = start(client, collector, timeout={"value": 1, "unit": "HOURS"})
+    send(client, collector, [order("c1", 1, 5), order("c2", 1, 1)])
+    assert tasks.sessions_flush_due() == 0  # nothing due yet
+    # An hour has gone by for one of them.
+    AggregationSession.objects.filter(key="c1|1").update(
+        timeout_at=timezone.now() - timedelta(seconds=1)
+    )
+    assert tasks.sessions_flush_due() == 1
+    assert [row["customer"] for row in outputs(stream["id"])] == ["c1"]
+    assert list(AggregationSession.objects.values_list("key", flat=True)) == ["c2|1"]
+    # Claims are kept a week, then the sweep forgets them.
+    AggregationFlush.objects.update(flushed_at=timezone.now() - timedelta(days=8))
+    AggregationSession.objects.update(timeout_at=timezone.now() - timedelta(seconds=1))
+    assert tasks.sessions_flush_due() == 1
+    tasks.streams_sweep()
+    assert list(AggregationFlush.objects.values_list("key", flat=True)) == ["c2|1"]
