@@ -235,3 +235,11 @@ def assert_error_body(response, status: int) -> dict:
 
 
 __all__ = ["AUDIENCE", "Tenant", "assert_error_body", "issue_token", "make_tenant", "settings"]
+
+
+@pytest.fixture
+def generous_limits(settings):
+    """Every rate-limit group opened wide, for tests that make many calls (limits have
+    tests of their own)."""
+    for group in list(settings.TALLY["RATE_LIMITS"]):
+        settings.TALLY["RATE_LIMITS"][group] = {"rate": 10_000, "burst": 10_000}

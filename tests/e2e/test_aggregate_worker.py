@@ -8,7 +8,6 @@ import time
 from collections import Counter
 
 import pytest
-from django.db import connection
 from django.db.models import Max
 from django.utils import timezone
 
@@ -20,12 +19,12 @@ from tests.e2e.test_stream_worker import (  # noqa: F401 (fixture)
     BillingApi,
     all_done,
     deployment,
+    rows_locked_elsewhere,
     serving,
     statuses,
 )
 from tests.streams.runtime.helpers import (
     create_collector,
-    generous_limits,  # noqa: F401 (fixture)
     import_stream,
     set_stream,
 )
@@ -82,21 +81,6 @@ def aggregating_stream(collector_id: str, billing_url: str) -> dict:
     }
 
 
-def session_rows_locked_elsewhere() -> int:
-    with connection.cursor() as cursor:
-        cursor.execute(
-            """
-            SELECT count(*) FROM pg_locks l
-            JOIN pg_class c ON c.oid = l.relation
-            WHERE l.database = (SELECT oid FROM pg_database WHERE datname = current_database())
-              AND c.relname = %s AND l.mode = 'RowExclusiveLock' AND l.granted
-              AND l.pid <> pg_backend_pid()
-            """,
-            [AggregationSession._meta.db_table],
-        )
-        return cursor.fetchone()[0]
-
-
 def test_a_worker_killed_mid_batch_leaves_the_sessions_as_one_pass_would(deployment):  # noqa: F811
     tenant = make_tenant("Killed aggregator")
     client = ApiClient(tenant.token)
@@ -120,7 +104,8 @@ def test_a_worker_killed_mid_batch_leaves_the_sessions_as_one_pass_would(deploym
         deployment.ingest(tenant.token, collector["id"], records)
         deployment.wait_for(billing.hung.is_set, "the first worker's first call")
         deployment.wait_for(
-            lambda: session_rows_locked_elsewhere() > 0, "the first worker's session writes"
+            lambda: rows_locked_elsewhere(AggregationSession) > 0,
+            "the first worker's session writes",
         )
         deployment.kill("first")
         assert statuses(collector["id"]) == {Record.Status.IN_PROGRESS: 120}

@@ -8,7 +8,6 @@ from streams.models import AggregationSession, AggregationStore
 from tests.conftest import ApiClient, make_tenant
 from tests.streams.runtime.helpers import (
     create_collector,
-    generous_limits,  # noqa: F401 (fixture)
     import_stream,
     ingest,
     process_all,

@@ -46,7 +46,6 @@ from tests.streams.runtime.helpers import (
     create_collector,
     create_meter,
     create_meter_type,
-    generous_limits,  # noqa: F401 (fixture)
     import_stream,
     meter_key,
     meter_values,
@@ -306,9 +305,9 @@ def billed_stream(collector_id: str, billing_url: str) -> dict:
     return config
 
 
-def meter_rows_locked_elsewhere() -> int:
-    """Row-exclusive locks another session of this database holds on the meter table: a
-    transaction that has updated meters and not ended."""
+def rows_locked_elsewhere(model) -> int:
+    """Row-exclusive locks another session of this database holds on `model`'s table: a
+    transaction that has written its rows and not ended."""
     with connection.cursor() as cursor:
         cursor.execute(
             """
@@ -318,7 +317,7 @@ def meter_rows_locked_elsewhere() -> int:
               AND c.relname = %s AND l.mode = 'RowExclusiveLock' AND l.granted
               AND l.pid <> pg_backend_pid()
             """,
-            [Meter._meta.db_table],
+            [model._meta.db_table],
         )
         return cursor.fetchone()[0]
 
@@ -360,7 +359,7 @@ def test_a_worker_killed_mid_batch_leaves_each_record_counted_once(deployment):
         deployment.ingest(tenant.token, collector["id"], records)
         deployment.wait_for(billing.hung.is_set, "the first worker's first call")
         deployment.wait_for(
-            lambda: meter_rows_locked_elsewhere() > 0, "the first worker's meter updates"
+            lambda: rows_locked_elsewhere(Meter) > 0, "the first worker's meter updates"
         )
 
         # 2. Killed there, it leaves the batch claimed and nothing of it applied.

@@ -17,3 +17,9 @@ def receiver():
     yield server
     server.shutdown()
     server.server_close()
+
+
+@pytest.fixture
+def client(acme, api_client):
+    """An API client of the acme operator, with every scope."""
+    return api_client(acme.token)

@@ -20,11 +20,6 @@ def _generous_limits(settings):
 
 
 @pytest.fixture
-def client(acme, api_client):
-    return api_client(acme.token)
-
-
-@pytest.fixture
 def other(globex, api_client):
     return api_client(globex.token)
 

@@ -23,11 +23,6 @@ def _generous_limits(settings):
 
 
 @pytest.fixture
-def client(acme, api_client):
-    return api_client(acme.token)
-
-
-@pytest.fixture
 def meter_type(client):
     response = client.post(
         TYPES,

@@ -33,11 +33,6 @@ THRESHOLDS = [
 ]
 
 
-@pytest.fixture
-def client(acme, api_client):
-    return api_client(acme.token)
-
-
 def use(operator, meter_type_id, *amounts, user="printer-1"):
     """One usage_apply call per amount, as separate batches of a stream would."""
     results = []

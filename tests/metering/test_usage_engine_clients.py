@@ -53,11 +53,6 @@ def _generous_limits(settings):
     settings.TALLY["RATE_LIMITS"]["meters"] = {"rate": 1000, "burst": 1000}
 
 
-@pytest.fixture
-def client(acme, api_client):
-    return api_client(acme.token)
-
-
 def body(**changes) -> dict:
     data = copy.deepcopy(PAY_PER_PRINT)
     data.update(changes)

@@ -17,7 +17,6 @@ from streams.runtime.sessions import session_key
 from tests.conftest import assert_error_body, make_tenant
 from tests.streams.runtime.helpers import (
     create_collector,
-    generous_limits,  # noqa: F401 (fixture)
     import_stream,
     ingest,
     process_all,
@@ -29,11 +28,6 @@ pytestmark = [pytest.mark.django_db, pytest.mark.usefixtures("generous_limits")]
 STORES = "/aggregation/v1/stores"
 TIMESTAMP = re.compile(r"^\d{4}-\d\d-\d\dT\d\d:\d\d:\d\d\.\d{3}Z$")
 CREATED = datetime(2025, 10, 27, 14, 4, 31, 648000, tzinfo=UTC)
-
-
-@pytest.fixture
-def client(acme, api_client):
-    return api_client(acme.token)
 
 
 def totals_node(node_id: str = "totals", name: str = "Totals") -> dict:

@@ -30,11 +30,6 @@ def _generous_limits(settings):
 
 
 @pytest.fixture
-def client(acme, api_client):
-    return api_client(acme.token)
-
-
-@pytest.fixture
 def solution_id(client) -> str:
     (solution,) = client.get(f"{BASE}/solutions").json()["solutions"]
     assert solution["isDefault"] is True

@@ -5,8 +5,6 @@ from __future__ import annotations
 import json
 from pathlib import Path
 
-import pytest
-
 FIXTURES = Path(__file__).resolve().parents[4] / "shared/fixtures/usage-engine-streams"
 STREAMS = "/stream-management/v1/streams"
 METER_TYPES = "/usage-metering/v1/meter-types"
@@ -16,12 +14,6 @@ COLLECTORS = "/online-collection/v1/collectors"
 
 def fixture(name: str) -> dict:
     return json.loads((FIXTURES / name).read_text())
-
-
-@pytest.fixture
-def generous_limits(settings):
-    for group in list(settings.TALLY["RATE_LIMITS"]):
-        settings.TALLY["RATE_LIMITS"][group] = {"rate": 10_000, "burst": 10_000}
 
 
 def solution_id(client) -> str:
@@ -161,3 +153,11 @@ PRINTING_TYPE = {
     "timezone": "Etc/UTC",
     "capacity": 10000,
 }
+
+
+def logged(stream_id, node_id: str = "out") -> list:
+    """The records a stream's `writers/log` node wrote, oldest first."""
+    from streams.models import StreamLogLine
+
+    lines = StreamLogLine.objects.filter(stream_id=stream_id, node_id=node_id).order_by("id")
+    return [line.payload for line in lines]

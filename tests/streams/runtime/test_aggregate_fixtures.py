@@ -27,7 +27,6 @@ from streams.models import AggregationSession, StreamLogLine
 from tests.streams.runtime.helpers import (
     STREAMS,
     fixture,
-    generous_limits,  # noqa: F401 (fixture)
     import_stream,
     set_stream,
 )
@@ -36,11 +35,6 @@ pytestmark = [pytest.mark.django_db, pytest.mark.usefixtures("generous_limits")]
 
 MONTHLY = "summarize-monthly-usage-data.json"
 CULTFLICKS = "cultflicks-video-streaming.json"
-
-
-@pytest.fixture
-def client(acme, api_client):
-    return api_client(acme.token)
 
 
 # -- Running a stream ---------------------------------------------------------------------

@@ -15,19 +15,14 @@ from streams.runtime import runner
 from tests.streams.runtime.helpers import (
     STREAMS,
     create_collector,
-    generous_limits,  # noqa: F401 (fixture)
     import_stream,
     ingest,
+    logged,
     process_all,
     set_stream,
 )
 
 pytestmark = [pytest.mark.django_db, pytest.mark.usefixtures("generous_limits")]
-
-
-@pytest.fixture
-def client(acme, api_client):
-    return api_client(acme.token)
 
 
 @pytest.fixture
@@ -68,11 +63,6 @@ def run(client, collector, params, records, *, name="Aggregating") -> dict:
     return stream
 
 
-def outputs(stream_id) -> list[dict]:
-    lines = StreamLogLine.objects.filter(stream_id=stream_id, node_id="out").order_by("id")
-    return [line.payload for line in lines]
-
-
 def without_times(payload: dict) -> dict:
     return {k: v for k, v in payload.items() if k not in ("createdAt", "timeoutAt")}
 
@@ -101,7 +91,7 @@ def test_every_operation_on_known_data(client, collector):
         ],
     }
     stream = run(client, collector, params, USAGE)
-    by_user = {row["user"]: without_times(row) for row in outputs(stream["id"])}
+    by_user = {row["user"]: without_times(row) for row in logged(stream["id"])}
     # Hand-computed: a has 10+5+1 bytes, 1.10+2.20+3.30 = 6.60, average 2.20.
     assert by_user["a"] == {
         "user": "a",
@@ -139,7 +129,7 @@ def test_sums_and_averages_are_exact(client, collector):
     }
     records = [{"k": 1, "v": "0.1"}, {"k": 1, "v": "0.2"}, {"k": 1, "v": 0.3}]
     stream = run(client, collector, params, records)
-    (row,) = outputs(stream["id"])
+    (row,) = logged(stream["id"])
     assert row["sum_v"] == Decimal("0.6")
     assert row["avg_v"] == Decimal("0.2")
 
@@ -169,7 +159,7 @@ def test_time_truncation_in_utc(client, collector, period, expected):
     ]
     stream = run(client, collector, params, records)
     name = f"{period.lower()}_at"
-    assert {row[name]: row["sum_n"] for row in outputs(stream["id"])} == expected
+    assert {row[name]: row["sum_n"] for row in logged(stream["id"])} == expected
 
 
 def test_group_keys_combine_and_take_aliases(client, collector):
@@ -182,7 +172,7 @@ def test_group_keys_combine_and_take_aliases(client, collector):
         "operations": [{"field": "bytes", "type": "NUMERIC_SUM", "alias": "total"}],
     }
     stream = run(client, collector, params, USAGE)
-    rows = sorted((row["customer"], row["month"], row["total"]) for row in outputs(stream["id"]))
+    rows = sorted((row["customer"], row["month"], row["total"]) for row in logged(stream["id"]))
     assert rows == [("a", "2024-09", 10), ("a", "2024-10", 6), ("b", "2024-10", 7)]
 
 
@@ -199,7 +189,7 @@ def test_a_bad_value_fails_its_record_alone(client, collector):
         {"at": "2024-10-01T06:00:00Z", "n": 3},
     ]
     stream = run(client, collector, params, records)
-    assert [without_times(row) for row in outputs(stream["id"])] == [
+    assert [without_times(row) for row in logged(stream["id"])] == [
         {"day_at": "2024-10-01", "sum_n": 5}
     ]
     reasons = sorted(
@@ -220,7 +210,7 @@ def test_each_file_keeps_nothing_between_batches(client, collector):
     stream = run(client, collector, params, USAGE[:1])
     ingest(client, collector["id"], USAGE[1:2])
     process_all(collector["id"])
-    assert [row["sum_bytes"] for row in outputs(stream["id"])] == [10, 5]
+    assert [row["sum_bytes"] for row in logged(stream["id"])] == [10, 5]
     assert not AggregationSession.objects.exists()
 
 
@@ -234,13 +224,13 @@ def test_condition_flush_persists_sessions_until_the_condition_holds(client, col
         },
     }
     stream = run(client, collector, params, USAGE[:1])
-    assert outputs(stream["id"]) == []
+    assert logged(stream["id"]) == []
     session = AggregationSession.objects.get()
     assert session.data["sum_bytes"] == 10
     assert session.meta["count"] == 1
     ingest(client, collector["id"], USAGE[1:2])
     process_all(collector["id"])
-    (row,) = outputs(stream["id"])
+    (row,) = logged(stream["id"])
     assert without_times(row) == {"user": "a", "sum_bytes": 15}
     assert not AggregationSession.objects.exists()
     assert AggregationFlush.objects.get().flush_type == "CONDITION"
@@ -254,7 +244,7 @@ def test_timeout_flush_goes_downstream_once(client, collector):
         "operations": [{"field": "bytes", "type": "NUMERIC_SUM"}],
     }
     stream = run(client, collector, params, USAGE)
-    assert outputs(stream["id"]) == []
+    assert logged(stream["id"]) == []
     store = AggregationStore.objects.get(stream_id=stream["id"])
     assert store.kind == "data"
     assert store.sessions.count() == 2
@@ -262,7 +252,7 @@ def test_timeout_flush_goes_downstream_once(client, collector):
     later = timezone.now() + timedelta(hours=1, seconds=1)
     assert runner.sessions_flush_due(now=later) == 2
     assert runner.sessions_flush_due(now=later) == 0
-    rows = {row["user"]: row for row in outputs(stream["id"])}
+    rows = {row["user"]: row for row in logged(stream["id"])}
     assert {user: row["sum_bytes"] for user, row in rows.items()} == {"a": 16, "b": 7}
     assert rows["a"]["createdAt"] and rows["a"]["timeoutAt"]
     assert not AggregationSession.objects.exists()

@@ -11,7 +11,6 @@ from django.test import Client
 from common.json import loads
 from tests.conftest import ApiClient, issue_token
 from tests.streams.runtime.helpers import (
-    generous_limits,  # noqa: F401 (fixture)
     ingest,
     meter_values,
     process_all,

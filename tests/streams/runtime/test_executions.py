@@ -21,17 +21,11 @@ from streams.runtime.runner import node_counts
 from tests.streams.runtime.helpers import (
     STREAMS,
     fixture,
-    generous_limits,  # noqa: F401 (fixture)
     import_stream,
     set_stream,
 )
 
 pytestmark = [pytest.mark.django_db, pytest.mark.usefixtures("generous_limits")]
-
-
-@pytest.fixture
-def client(acme, api_client):
-    return api_client(acme.token)
 
 
 def counter_stream(name: str = "Counting", count: int = 3) -> dict:

@@ -29,7 +29,6 @@ from tests.streams.runtime.helpers import (
     create_meter,
     create_meter_type,
     fixture,
-    generous_limits,  # noqa: F401 (fixture)
     import_stream,
     meter_key,
     set_stream,
@@ -38,11 +37,6 @@ from tests.streams.runtime.helpers import (
 pytestmark = [pytest.mark.django_db, pytest.mark.usefixtures("generous_limits")]
 
 PRINTING = "printing-as-a-service-with-metering.json"
-
-
-@pytest.fixture
-def client(acme, api_client):
-    return api_client(acme.token)
 
 
 def script_outputs(file: str, node_name: str, payload: dict) -> list[dict]:

@@ -22,7 +22,6 @@ from tests.streams.runtime.helpers import (
     create_collector,
     create_meter,
     create_meter_type,
-    generous_limits,  # noqa: F401 (fixture)
     import_stream,
     ingest,
     meter_key,
@@ -33,11 +32,6 @@ from tests.streams.runtime.helpers import (
 )
 
 pytestmark = [pytest.mark.django_db, pytest.mark.usefixtures("generous_limits")]
-
-
-@pytest.fixture
-def client(acme, api_client):
-    return api_client(acme.token)
 
 
 @pytest.fixture

@@ -10,13 +10,13 @@ import pytest
 from django.utils import timezone
 
 from collection.models import Record
-from streams.models import AggregationFlush, AggregationSession, AggregationStore, StreamLogLine
+from streams.models import AggregationFlush, AggregationSession, AggregationStore
 from streams.runtime import runner
 from tests.streams.runtime.helpers import (
     create_collector,
-    generous_limits,  # noqa: F401 (fixture)
     import_stream,
     ingest,
+    logged,
     process_all,
     set_stream,
 )
@@ -31,11 +31,6 @@ if (payload.last) {
     await session.flush();
 }
 """
-
-
-@pytest.fixture
-def client(acme, api_client):
-    return api_client(acme.token)
 
 
 @pytest.fixture
@@ -84,11 +79,6 @@ def send(client, collector, records) -> None:
     process_all(collector["id"])
 
 
-def outputs(stream_id) -> list:
-    lines = StreamLogLine.objects.filter(stream_id=stream_id, node_id="out").order_by("id")
-    return [line.payload for line in lines]
-
-
 def order(customer, number, amount, **extra) -> dict:
     return {"customer": customer, "order": number, "amount": amount, **extra}
 
@@ -102,7 +92,7 @@ def test_sessions_count_per_key_across_batches(client, collector):
     assert sessions["c1|1"].data == {"count": 3, "total": 10, "customer": "c1"}
     assert sessions["c1|1"].meta["count"] == 3
     assert sessions["c1|1"].key_values == ["c1", 1]
-    assert outputs(stream["id"]) == []
+    assert logged(stream["id"]) == []
     # The lookup endpoint finds a session from its values, in the order of the fields.
     store = AggregationStore.objects.get(stream_id=stream["id"])
     lookup = f"/aggregation/v1/stores/{store.id}/sessions/lookup"
@@ -117,7 +107,7 @@ def test_sessions_count_per_key_across_batches(client, collector):
     # The script flushes a session: its data goes on and the session ends; the next
     # record of that key starts again.
     send(client, collector, [order("c1", 1, 1, last=True), order("c1", 1, 7)])
-    assert outputs(stream["id"]) == [{"count": 4, "total": 11, "customer": "c1"}]
+    assert logged(stream["id"]) == [{"count": 4, "total": 11, "customer": "c1"}]
     again = AggregationSession.objects.get(key="c1|1")
     assert again.data == {"count": 1, "total": 7, "customer": "c1"}
     assert AggregationFlush.objects.get().flush_type == "FLUSH"
@@ -154,7 +144,7 @@ def test_timed_out_sessions_are_flushed_once_after_on_timeout(client, collector)
     later = timezone.now() + timedelta(minutes=11)
     assert runner.sessions_flush_due(now=later) == 2
     assert runner.sessions_flush_due(now=later) == 0
-    assert sorted(outputs(stream["id"]), key=lambda row: row["customer"]) == [
+    assert sorted(logged(stream["id"]), key=lambda row: row["customer"]) == [
         {"count": 1, "total": 5, "customer": "c1", "closedBy": "timeout"},
         {"count": 1, "total": 1, "customer": "c2", "closedBy": "timeout"},
     ]
@@ -173,11 +163,11 @@ def test_on_timeout_may_give_a_session_more_time(client, collector):
     send(client, collector, [order("c1", 1, 5)])
     first = timezone.now() + timedelta(minutes=2)
     assert runner.sessions_flush_due(now=first) == 1
-    assert outputs(stream["id"]) == []
+    assert logged(stream["id"]) == []
     session = AggregationSession.objects.get()
     assert session.data["extended"] is True
     assert runner.sessions_flush_due(now=first + timedelta(hours=1)) == 1
-    assert [row["total"] for row in outputs(stream["id"])] == [5]
+    assert [row["total"] for row in logged(stream["id"])] == [5]
 
 
 def test_scripts_set_and_clear_timeouts(client, collector):
@@ -241,7 +231,7 @@ def test_a_record_failed_downstream_leaves_no_trace_in_the_sessions(client, coll
     sessions = {s.key: s for s in AggregationSession.objects.all()}
     assert sessions["c1|1"].data == {"count": 2, "total": 7, "customer": "c1"}
     assert sessions["c1|1"].meta["count"] == 2
-    assert [row["total"] for row in outputs(stream["id"])] == [5, 7, 1]
+    assert [row["total"] for row in logged(stream["id"])] == [5, 7, 1]
 
 
 def test_a_preview_shows_session_changes_and_writes_nothing(client, collector):
@@ -280,7 +270,7 @@ def test_a_flush_already_claimed_is_not_sent_again(client, collector):
         flush_type="TIMEOUT",
     )
     assert runner.sessions_flush_due(now=timezone.now() + timedelta(minutes=2)) == 2
-    assert [row["customer"] for row in outputs(stream["id"])] == ["c2"]
+    assert [row["customer"] for row in logged(stream["id"])] == ["c2"]
     assert not AggregationSession.objects.exists()
 
 
@@ -295,7 +285,7 @@ def test_beats_task_flushes_due_sessions_and_the_sweep_forgets_old_claims(client
         timeout_at=timezone.now() - timedelta(seconds=1)
     )
     assert tasks.sessions_flush_due() == 1
-    assert [row["customer"] for row in outputs(stream["id"])] == ["c1"]
+    assert [row["customer"] for row in logged(stream["id"])] == ["c1"]
     assert list(AggregationSession.objects.values_list("key", flat=True)) == ["c2|1"]
     # Claims are kept a week, then the sweep forgets them.
     AggregationFlush.objects.update(flushed_at=timezone.now() - timedelta(days=8))

@@ -13,7 +13,6 @@ from streams.models import AggregationFlush, AggregationSession, StreamLogLine
 from streams.runtime import runner
 from tests.streams.runtime.helpers import (
     create_collector,
-    generous_limits,  # noqa: F401 (fixture)
     import_stream,
     ingest,
     process_all,
