@@ -14,6 +14,15 @@ pytestmark = pytest.mark.django_db
 
 
 @pytest.fixture
+def client():
+    """Django's test client: these are admin pages, not the API (whose `client` the
+    app's conftest gives)."""
+    from django.test import Client
+
+    return Client()
+
+
+@pytest.fixture
 def staff(client, staff_user):
     client.force_login(staff_user)
     return client

@@ -17,6 +17,15 @@ FIXTURES = Path(__file__).resolve().parents[3] / "shared/fixtures/usage-engine-s
 
 
 @pytest.fixture
+def client():
+    """Django's test client: these are admin pages, not the API (whose `client` the
+    app's conftest gives)."""
+    from django.test import Client
+
+    return Client()
+
+
+@pytest.fixture
 def staff(client, staff_user):
     client.force_login(staff_user)
     return client
