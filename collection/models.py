@@ -207,8 +207,43 @@ class EventRollup(models.Model):
         return f"{self.type} {self.get_status_display()} {self.hour:%Y-%m-%d %H}h: {self.count}"
 
 
+class CustomerEventRollup(models.Model):
+    """Record counts per operator, customer id, account id, type, status and event hour:
+    what the EVENTS metric reads when it is filtered or grouped by customer or account.
+
+    Filled by the same fold as `EventRollup`, from the same deltas (records with neither
+    a customer nor an account id have no row here); readers add the pending deltas.
+    """
+
+    operator = models.ForeignKey(Operator, on_delete=models.CASCADE, related_name="+")
+    customer_id = models.TextField(blank=True, default="")
+    account_id = models.TextField(blank=True, default="")
+    type = models.TextField(blank=True, default="")
+    status = models.SmallIntegerField(choices=Record.Status.choices)
+    hour = models.DateTimeField()
+    count = models.BigIntegerField(default=0)
+
+    class Meta:
+        constraints = [
+            models.UniqueConstraint(
+                fields=["operator", "customer_id", "account_id", "type", "status", "hour"],
+                name="customereventrollup_unique_bucket",
+            ),
+        ]
+        indexes = [
+            models.Index(
+                fields=["operator", "account_id", "hour"], name="customerevent_account_idx"
+            ),
+        ]
+
+    def __str__(self) -> str:
+        who = self.customer_id or self.account_id
+        return f"{who} {self.type} {self.get_status_display()} {self.hour:%Y-%m-%d %H}h"
+
+
 class EventRollupDelta(models.Model):
-    """A change to an `EventRollup` bucket not folded in yet (append-only)."""
+    """A change to an `EventRollup` (and `CustomerEventRollup`) bucket not folded in yet
+    (append-only)."""
 
     id = models.BigAutoField(primary_key=True)
     operator = models.ForeignKey(
@@ -218,6 +253,8 @@ class EventRollupDelta(models.Model):
         Collector, on_delete=models.CASCADE, db_constraint=False, related_name="+"
     )
     type = models.TextField(blank=True, default="")
+    customer_id = models.TextField(blank=True, default="")
+    account_id = models.TextField(blank=True, default="")
     status = models.SmallIntegerField(choices=Record.Status.choices)
     hour = models.DateTimeField()
     count = models.BigIntegerField()

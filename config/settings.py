@@ -37,6 +37,7 @@ INSTALLED_APPS = [
     "collection",
     "metering",
     "streams",
+    "reporting",
 ]
 
 MIDDLEWARE = [

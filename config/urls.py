@@ -19,6 +19,7 @@ urlpatterns = [
     path("", include("collection.api.urls")),
     path("", include("metering.api.urls")),
     path("", include("streams.api.urls")),
+    path("", include("reporting.api.urls")),
 ]
 
 handler400 = "common.api.errors.handler400"

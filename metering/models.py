@@ -237,26 +237,101 @@ class MeterPeriod(models.Model):
 
 
 class UsageRollup(models.Model):
-    """Hourly usage per operator x meter type x customer, written with every update so
-    reports never scan records. `value` follows the type's aggregation within the hour
-    (a sum for Sum/Increment, the extreme for Max/Min)."""
+    """Hourly usage and revenue per operator x customer x meter type x account, written
+    with every update so reports never scan records.
+
+    `value` follows the type's aggregation within the hour (a sum for Sum/Increment, the
+    extreme for Max/Min). `revenue` is what the hour's usage added to its pricing cycle's
+    charge, in the operator's base currency (always summed). `account_id` is the billing
+    account the usage was attributed to (`metering.revenue`), or "" for none.
+    """
 
     operator = models.ForeignKey(Operator, on_delete=models.CASCADE, related_name="+")
     meter_type = models.ForeignKey(MeterType, on_delete=models.CASCADE, related_name="+")
     user_id = models.CharField(max_length=320)
+    account_id = models.CharField(max_length=320, blank=True, default="")
     hour = models.DateTimeField()
     value = value_field(default=Decimal(0))
+    revenue = value_field(default=Decimal(0))
+    record_count = models.BigIntegerField(default=0)
+
+    class Meta:
+        constraints = [
+            # Customer first: a customer's usage over a window is one index range.
+            models.UniqueConstraint(
+                fields=["operator", "user_id", "meter_type", "account_id", "hour"],
+                name="rollup_unique_bucket",
+            ),
+        ]
+        indexes = [
+            models.Index(fields=["operator", "account_id", "hour"], name="rollup_account_idx"),
+            models.Index(fields=["operator", "meter_type", "hour"], name="rollup_type_hour_idx"),
+        ]
+
+    def __str__(self) -> str:
+        return f"{self.meter_type_id}/{self.user_id} {self.hour:%Y-%m-%d %H:00}"
+
+
+class UsageTypeRollup(models.Model):
+    """Hourly usage and revenue per operator x meter type, over all customers: what a
+    query that neither filters nor groups by customer or account reads (a few hundred
+    rows for a month, where the per-customer rollup holds one per customer). Written in
+    the same statement batch as `UsageRollup`; Max/Min keep the extreme across
+    customers too."""
+
+    operator = models.ForeignKey(Operator, on_delete=models.CASCADE, related_name="+")
+    meter_type = models.ForeignKey(MeterType, on_delete=models.CASCADE, related_name="+")
+    hour = models.DateTimeField()
+    value = value_field(default=Decimal(0))
+    revenue = value_field(default=Decimal(0))
     record_count = models.BigIntegerField(default=0)
 
     class Meta:
         constraints = [
             models.UniqueConstraint(
-                fields=["operator", "meter_type", "user_id", "hour"], name="rollup_unique_bucket"
+                fields=["operator", "meter_type", "hour"], name="typerollup_unique_bucket"
             ),
         ]
 
     def __str__(self) -> str:
-        return f"{self.meter_type_id}/{self.user_id} {self.hour:%Y-%m-%d %H:00}"
+        return f"{self.meter_type_id} {self.hour:%Y-%m-%d %H:00}"
+
+
+class CycleRollup(models.Model):
+    """Usage and revenue of one billing account and meter type in one pricing cycle,
+    stored against the cycle's start (the *_FOR_CYCLE metrics). `usage` is the cycle's
+    cumulative usage (the extreme for Max/Min types); `revenue` is its charge under the
+    plan of the cycle, in the operator's base currency, kept exact."""
+
+    operator = models.ForeignKey(Operator, on_delete=models.CASCADE, related_name="+")
+    account = models.ForeignKey(
+        "BillingAccount", on_delete=models.CASCADE, related_name="cycle_rollups"
+    )
+    meter_type = models.ForeignKey(MeterType, on_delete=models.CASCADE, related_name="+")
+    # The account's customer and account id, copied for filtering without joins.
+    user_id = models.CharField(max_length=320)
+    account_key = models.CharField(max_length=320)
+    plan = models.ForeignKey("PricePlan", on_delete=models.SET_NULL, null=True, related_name="+")
+    cycle_start = models.DateField()
+    cycle_end = models.DateField()
+    usage = value_field(null=True, blank=True)  # None: nothing counted yet
+    revenue = value_field(default=Decimal(0))
+    record_count = models.BigIntegerField(default=0)
+    updated_at = models.DateTimeField(default=now)
+
+    class Meta:
+        constraints = [
+            models.UniqueConstraint(
+                fields=["account", "meter_type", "cycle_start"], name="cyclerollup_unique_cycle"
+            ),
+        ]
+        indexes = [
+            models.Index(fields=["operator", "cycle_start"], name="cyclerollup_start_idx"),
+        ]
+        ordering = ["account", "meter_type", "cycle_start"]
+
+    def __str__(self) -> str:
+        return f"{self.account_key} · {self.meter_type_id} · {self.cycle_start}"
 
 
 class Alert(models.Model):

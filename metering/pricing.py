@@ -97,6 +97,21 @@ def graduated_total(tiers: Sequence[Tier], usage: Decimal) -> Decimal:
     return total
 
 
+def total_price(
+    *,
+    model: str,
+    usage: Decimal,
+    unit_price: Decimal | None = None,
+    tiers: Sequence[Tier] = (),
+) -> Decimal:
+    """The price of a cycle's whole `usage`."""
+    if model == "PER_UNIT":
+        return usage * (unit_price or Decimal(0))
+    if model == "GRADUATED":
+        return graduated_total(tiers, usage)
+    raise PricingInvalid([("model", f"Unknown pricing model {model!r}.")])
+
+
 def charge(
     *,
     model: str,
@@ -108,6 +123,5 @@ def charge(
     """The revenue of `amount` more usage after `before` in the cycle."""
     if model == "PER_UNIT":
         return amount * (unit_price or Decimal(0))
-    if model == "GRADUATED":
-        return graduated_total(tiers, before + amount) - graduated_total(tiers, before)
-    raise PricingInvalid(f"unknown pricing model {model!r}")
+    after = total_price(model=model, usage=before + amount, unit_price=unit_price, tiers=tiers)
+    return after - total_price(model=model, usage=before, unit_price=unit_price, tiers=tiers)

@@ -15,7 +15,9 @@ not depend on the batch size:
    one `meter.period_corrected` notification per period, in one INSERT);
 7. apply every meter's change the same way, in one UPDATE, which combines it with the
    stored value, breakdowns, carries and metadata;
-8. add the batch to the hourly rollups in one upsert (pipelined with 7);
+8. attribute what counted to billing accounts and pricing cycles and price it
+   (`metering.revenue`), then add it to the hourly rollups, per customer and account
+   and per meter type, in two upserts (pipelined with 7);
 9. evaluate thresholds for meters that changed in their current period.
 
 Concurrency: all inserts (customers, meters) happen before any meter row lock is held,
@@ -54,8 +56,10 @@ from common.ids import uuid_or_none
 from common.json import encode
 from metering.models import Alert, Meter, MeterPeriod, MeterType, Notification
 from metering.models import UsageRollup as Rollup
+from metering.models import UsageTypeRollup as TypeRollup
 from metering.notifications import NotificationItem, notifications_enqueue_many
 from metering.resets import meters_close_periods
+from metering.revenue import Accrual, revenue_accrue
 from metering.schedule import next_fire
 from metering.services import customers_ensure
 from metering.thresholds import thresholds_evaluate
@@ -79,6 +83,7 @@ _KIND = {
 _METER = Meter._meta.db_table
 _PERIOD = MeterPeriod._meta.db_table
 _ROLLUP = Rollup._meta.db_table
+_TYPE_ROLLUP = TypeRollup._meta.db_table
 
 
 @dataclass(frozen=True, slots=True)
@@ -94,6 +99,7 @@ class UsageUpdate:
     event_time: datetime.datetime  # aware
     group: str | None = None
     record: dict | None = None
+    account_id: str | None = None  # the record's accountId, if it names one
 
     def __post_init__(self) -> None:
         if (self.meter_type_id is None) == (self.category is None):
@@ -197,13 +203,27 @@ def usage_apply(
         # 6. Late updates correct the closed period they belong to.
         matched = _periods_correct(operator, late, now, result) if late else []
 
-        # 7. Every meter's change in one statement, then 8. the hourly rollups of
-        # everything that counted somewhere in another. Pipelined: the server applies
+        # 8. Everything that counted somewhere is priced in its pricing cycle (locking
+        # the cycle rows, so before the pipeline), then 7. every meter's change in one
+        # statement and 8. the hourly rollups in two more. Pipelined: the server applies
         # the meters' change while this process builds the rollups.
+        counted = current + matched
+        accruals = [
+            Accrual(
+                item.type.key,
+                item.type.kind,
+                item.update.user_id,
+                item.update.account_id,
+                item.value,
+                item.update.event_time,
+            )
+            for item in counted
+        ]
+        revenue_accrue(operator, accruals, _combine)
         with _pipeline():
             if folds:
                 _meters_write(folds, now)
-            _rollups_add(operator, types, current + matched)
+            _rollups_add(operator, types, counted, accruals)
 
         # 9. Thresholds, for meters that changed in their current period only: a late
         # record never fires this period's threshold.
@@ -747,52 +767,86 @@ class _Bucket(msgspec.Struct, gc=False):
     """One hourly rollup row of `_rollups_add`'s JSON, folded as the batch is read."""
 
     t: str  # meter type
-    u: str  # user
+    u: str  # user ("" in the per-type rollup)
+    a: str  # account ("" in the per-type rollup)
     h: int  # hours since the epoch
     v: Decimal
+    r: Decimal  # revenue
     n: int  # records
 
 
-def _rollups_add(operator: Operator, types: _Types, items: list[_Item]) -> None:
+# Max/Min buckets keep the extreme, Sum/Increment ones add; revenue and counts add.
+_ROLLUP_MERGE = """
+    value = CASE
+        WHEN r.meter_type_id = ANY(%s::uuid[]) THEN GREATEST(r.value, EXCLUDED.value)
+        WHEN r.meter_type_id = ANY(%s::uuid[]) THEN LEAST(r.value, EXCLUDED.value)
+        ELSE r.value + EXCLUDED.value
+    END,
+    revenue = r.revenue + EXCLUDED.revenue,
+    record_count = r.record_count + EXCLUDED.record_count
+"""
+
+
+def _rollups_add(
+    operator: Operator, types: _Types, items: list[_Item], accruals: list[Accrual]
+) -> None:
     """Add the updates that counted (current ones and late ones that corrected a period)
-    to the hourly buckets (operator, meter type, user, hour) of their event times."""
-    buckets: dict[tuple[str, str, int], _Bucket] = {}
-    for item in items:
+    to the hourly buckets of their event times: (customer, meter type, account, hour)
+    and (meter type, hour), with the revenue each one earned."""
+    buckets: dict[tuple[str, str, str, int], _Bucket] = {}
+    by_type: dict[tuple[str, int], _Bucket] = {}
+    for item, accrual in zip(items, accruals, strict=True):
         update = item.update
         hour = (update.event_time - _EPOCH) // _HOUR
-        key = (item.type.key, update.user_id, hour)
+        kind, value, revenue = item.type.kind, item.value, accrual.revenue
+        key = (item.type.key, update.user_id, accrual.account_key, hour)
         bucket = buckets.get(key)
         if bucket is None:
-            buckets[key] = _Bucket(item.type.key, update.user_id, hour, item.value, 1)
+            buckets[key] = _Bucket(key[0], key[1], key[2], hour, value, revenue, 1)
         else:
-            bucket.v = _combine(item.type.kind, bucket.v, item.value)
+            bucket.v = _combine(kind, bucket.v, value)
+            bucket.r += revenue
             bucket.n += 1
+        total = by_type.get((item.type.key, hour))
+        if total is None:
+            by_type[(item.type.key, hour)] = _Bucket(item.type.key, "", "", hour, value, revenue, 1)
+        else:
+            total.v = _combine(kind, total.v, value)
+            total.r += revenue
+            total.n += 1
     if not buckets:
         return
     extreme: tuple[list[str], list[str]] = ([], [])  # Max type ids, Min type ids
     for entry in types.by_key.values():
         if entry.kind != _ADD:
             extreme[entry.kind == _MIN].append(entry.key)
-    rollups = list(buckets.values())
     with _bulk_cursor() as cursor:
         # Ordered, so concurrent writers take the bucket rows in one order.
         cursor.execute(
             f"""
-            INSERT INTO {_ROLLUP} AS r (operator_id, meter_type_id, user_id, hour, value,
-                                         record_count)
-            SELECT %s, b.t, b.u, to_timestamp(b.h * 3600), b.v, b.n
+            INSERT INTO {_ROLLUP} AS r (operator_id, user_id, meter_type_id, account_id, hour,
+                                         value, revenue, record_count)
+            SELECT %s, b.u, b.t, b.a, to_timestamp(b.h * 3600), b.v, b.r, b.n
             FROM json_to_recordset(%s::json)
-                 AS b(t uuid, u text, h bigint, v numeric, n bigint)
-            ORDER BY b.t, b.u, b.h
-            ON CONFLICT (operator_id, meter_type_id, user_id, hour) DO UPDATE SET
-                value = CASE
-                    WHEN r.meter_type_id = ANY(%s::uuid[]) THEN GREATEST(r.value, EXCLUDED.value)
-                    WHEN r.meter_type_id = ANY(%s::uuid[]) THEN LEAST(r.value, EXCLUDED.value)
-                    ELSE r.value + EXCLUDED.value
-                END,
-                record_count = r.record_count + EXCLUDED.record_count
+                 AS b(t uuid, u text, a text, h bigint, v numeric, r numeric, n bigint)
+            ORDER BY b.u, b.t, b.a, b.h
+            ON CONFLICT (operator_id, user_id, meter_type_id, account_id, hour) DO UPDATE SET
+            {_ROLLUP_MERGE}
             """,  # noqa: S608 (table names are ours, values are parameters)
-            [operator.pk, _json(rollups), extreme[0], extreme[1]],
+            [operator.pk, _json(list(buckets.values())), *extreme],
+        )
+        cursor.execute(
+            f"""
+            INSERT INTO {_TYPE_ROLLUP} AS r (operator_id, meter_type_id, hour, value, revenue,
+                                              record_count)
+            SELECT %s, b.t, to_timestamp(b.h * 3600), b.v, b.r, b.n
+            FROM json_to_recordset(%s::json)
+                 AS b(t uuid, h bigint, v numeric, r numeric, n bigint)
+            ORDER BY b.t, b.h
+            ON CONFLICT (operator_id, meter_type_id, hour) DO UPDATE SET
+            {_ROLLUP_MERGE}
+            """,  # noqa: S608 (table names are ours, values are parameters)
+            [operator.pk, _json(list(by_type.values())), *extreme],
         )
 
 

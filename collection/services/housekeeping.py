@@ -7,17 +7,25 @@ from datetime import datetime
 from django.db import connection
 from django.utils import timezone
 
-from collection.models import EventRollup, EventRollupDelta
+from collection.models import CustomerEventRollup, EventRollup, EventRollupDelta
 from collection.rules import DEDUP_WINDOW
 from common.db import deltas_fold
 
 
 def rollups_fold() -> int:
-    """Move rollup deltas into their buckets; returns how many deltas were folded."""
+    """Move rollup deltas into both sets of buckets (per collector, and per customer and
+    account); returns how many deltas were folded."""
     return deltas_fold(
         deltas_table=EventRollupDelta._meta.db_table,
         buckets_table=EventRollup._meta.db_table,
         keys=["operator_id", "collector_id", "type", "status", "hour"],
+        also=[
+            (
+                CustomerEventRollup._meta.db_table,
+                ["operator_id", "customer_id", "account_id", "type", "status", "hour"],
+                ["customer_id", "account_id"],
+            )
+        ],
     )
 
 

@@ -148,11 +148,14 @@ WITH live AS MATERIALIZED (
     SELECT %(now)s, i.event_time, %(operator)s, %(collector)s, %(ingestion)s, i.record_id,
         i.type, i.customer_id, i.account_id, i.payload::jsonb
     FROM incoming i JOIN fresh f ON f.key_hash = i.key_hash
-    RETURNING type, event_time
+    RETURNING type, customer_id, account_id, event_time
 ), deltas AS (
-    INSERT INTO collection_eventrollupdelta (operator_id, collector_id, type, status, hour, count)
-    SELECT %(operator)s, %(collector)s, type, 1, date_trunc('hour', event_time), count(*)
-    FROM stored GROUP BY type, date_trunc('hour', event_time)
+    INSERT INTO collection_eventrollupdelta (
+        operator_id, collector_id, type, customer_id, account_id, status, hour, count
+    )
+    SELECT %(operator)s, %(collector)s, type, customer_id, account_id, 1,
+        date_trunc('hour', event_time), count(*)
+    FROM stored GROUP BY type, customer_id, account_id, date_trunc('hour', event_time)
     RETURNING count
 """.rstrip()
     + _TAIL_SQL
@@ -192,10 +195,13 @@ WITH live AS MATERIALIZED (
     SELECT %(now)s, %(event_time)s, %(operator)s, %(collector)s, %(ingestion)s,
         %(record_id)s, %(type)s, %(customer_id)s, %(account_id)s, %(payload)s::jsonb
     FROM fresh
-    RETURNING type, event_time
+    RETURNING type, customer_id, account_id, event_time
 ), deltas AS (
-    INSERT INTO collection_eventrollupdelta (operator_id, collector_id, type, status, hour, count)
-    SELECT %(operator)s, %(collector)s, type, 1, date_trunc('hour', event_time), 1
+    INSERT INTO collection_eventrollupdelta (
+        operator_id, collector_id, type, customer_id, account_id, status, hour, count
+    )
+    SELECT %(operator)s, %(collector)s, type, customer_id, account_id, 1,
+        date_trunc('hour', event_time), 1
     FROM stored
     RETURNING count
 """.rstrip()

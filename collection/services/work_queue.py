@@ -80,21 +80,37 @@ RETURNING r.id, r.record_id, r.operator_id, r.collector_id, r.ingestion_id, r.ty
 
 
 def _add_deltas(counts: Counter) -> None:
-    """Append rollup deltas: `counts` maps (operator, collector, type, status, hour) to n."""
+    """Append rollup deltas: `counts` maps (operator, collector, type, customer id,
+    account id, status, hour) to n (the bucket keys of `_bucket`)."""
     rows = [
         EventRollupDelta(
             operator_id=operator_id,
             collector_id=collector_id,
             type=type_,
+            customer_id=customer_id,
+            account_id=account_id,
             status=status,
             hour=hour,
             count=count,
         )
-        for (operator_id, collector_id, type_, status, hour), count in counts.items()
+        for (
+            operator_id,
+            collector_id,
+            type_,
+            customer_id,
+            account_id,
+            status,
+            hour,
+        ), count in counts.items()
         if count
     ]
     if rows:
         EventRollupDelta.objects.bulk_create(rows)
+
+
+def _bucket(operator_id, collector_id, type_, customer_id, account_id) -> tuple:
+    """A record's rollup bucket, less its status and hour."""
+    return (operator_id, collector_id, type_, customer_id or "", account_id or "")
 
 
 def _hour(value: datetime) -> datetime:
@@ -135,7 +151,13 @@ def records_claim(
         records = [ClaimedRecord(*row[:10], loads_lenient(row[10]), row[11]) for row in rows]
         deltas: Counter = Counter()
         for record in records:
-            bucket = (record.operator_id, record.collector_id, record.type)
+            bucket = _bucket(
+                record.operator_id,
+                record.collector_id,
+                record.type,
+                record.customer_id,
+                record.account_id,
+            )
             hour = _hour(record.event_time)
             if record.old_status != Record.Status.IN_PROGRESS:
                 deltas[(*bucket, record.old_status, hour)] -= 1
@@ -189,7 +211,13 @@ def claim_finish(*, claim: Claim, failures: dict[int, str]) -> None:
             )
     deltas: Counter = Counter()
     for record in claim.records:
-        bucket = (record.operator_id, record.collector_id, record.type)
+        bucket = _bucket(
+            record.operator_id,
+            record.collector_id,
+            record.type,
+            record.customer_id,
+            record.account_id,
+        )
         hour = _hour(record.event_time)
         final = Record.Status.FAILED if record.id in failures else Record.Status.PROCESSED
         deltas[(*bucket, Record.Status.IN_PROGRESS, hour)] -= 1
@@ -308,14 +336,15 @@ def _claim_release(claim: Claim) -> None:
                     """
                     UPDATE collection_record SET status = 1, claimed_at = NULL
                     WHERE id = ANY(%s) AND status = 2 AND claimed_at = %s
-                    RETURNING operator_id, collector_id, type, event_time
+                    RETURNING operator_id, collector_id, type, customer_id, account_id,
+                              event_time
                     """,
                     [[record.id for record in claim.records], claim.claimed_at],
                 )
                 rows = cursor.fetchall()
             deltas: Counter = Counter()
-            for operator_id, collector_id, type_, event_time in rows:
-                bucket = (operator_id, collector_id, type_)
+            for *identity, event_time in rows:
+                bucket = _bucket(*identity)
                 deltas[(*bucket, Record.Status.IN_PROGRESS, _hour(event_time))] -= 1
                 deltas[(*bucket, Record.Status.UNPROCESSED, _hour(event_time))] += 1
             _add_deltas(deltas)
@@ -330,17 +359,16 @@ def records_requeue_failed(*, record_ids: list[int]) -> int:
             """
             UPDATE collection_record SET status = 1, failure_reason = NULL, claimed_at = NULL
             WHERE id = ANY(%s) AND status = 4
-            RETURNING operator_id, collector_id, type, event_time
+            RETURNING operator_id, collector_id, type, customer_id, account_id, event_time
             """,
             [list(record_ids)],
         )
         rows = cursor.fetchall()
         deltas: Counter = Counter()
-        for operator_id, collector_id, type_, event_time in rows:
-            deltas[(operator_id, collector_id, type_, Record.Status.FAILED, _hour(event_time))] -= 1
-            deltas[
-                (operator_id, collector_id, type_, Record.Status.UNPROCESSED, _hour(event_time))
-            ] += 1
+        for *identity, event_time in rows:
+            bucket = _bucket(*identity)
+            deltas[(*bucket, Record.Status.FAILED, _hour(event_time))] -= 1
+            deltas[(*bucket, Record.Status.UNPROCESSED, _hour(event_time))] += 1
         _add_deltas(deltas)
         for collector_id in {row[1] for row in rows}:
             transaction.on_commit(lambda c=str(collector_id): records_signal(collector_id=c))

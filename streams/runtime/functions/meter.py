@@ -221,6 +221,9 @@ class MeterFunction(Function):
                 "/".join(_text(_field(payload, name)) or "" for name in groups) if groups else None
             )
             carried = _carried(payload, rule)
+            # Revenue goes to the billing account the record names (metering.revenue).
+            account_id = payload.get("accountId")
+            account_id = account_id if isinstance(account_id, str) and account_id else None
             for meter_id, meter_type in targets:
                 updates.append(
                     UsageUpdate(
@@ -232,6 +235,7 @@ class MeterFunction(Function):
                         event_time=at,
                         group=group,
                         record=carried,
+                        account_id=account_id,
                     )
                 )
                 last_origin[meter_id] = item.origin
