@@ -169,8 +169,6 @@ def _group_label(context: _Context, query: MetricQuery, value) -> str | None:
         return None
     if query.group_by == USAGE_METER_ID:
         return context.types.get(value, (value, ""))[0]
-    if query.group_by == EVENT_STATUS:
-        return _STATUS_NAMES.get(value, str(value))
     return value
 
 
@@ -231,9 +229,14 @@ def _event_rows(context, start, end, query, filters) -> list[tuple]:
             WHERE {where}
         ) AS counted
         GROUP BY 1, 2
+        HAVING sum(count) <> 0  -- what moved on to another status is not counted here
     """  # noqa: S608 (names are ours; values are parameters)
     rows = _fetch(sql, [query.period.lower(), *params, *params])
-    return [(bucket, grp, None, total, None, None) for bucket, grp, _, total in rows]
+    by_status = query.group_by == EVENT_STATUS  # grouped by the status's name
+    return [
+        (bucket, _STATUS_NAMES[grp] if by_status else grp, None, total, None, None)
+        for bucket, grp, _, total in rows
+    ]
 
 
 # -- USAGE and REVENUE ---------------------------------------------------------------------

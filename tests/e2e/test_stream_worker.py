@@ -19,6 +19,7 @@ import uuid
 from collections import Counter
 from collections.abc import Callable
 from dataclasses import dataclass, field
+from datetime import UTC, date, datetime, timedelta
 from decimal import Decimal
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
@@ -305,6 +306,59 @@ def billed_stream(collector_id: str, billing_url: str) -> dict:
     return config
 
 
+def price_every_account(client: ApiClient, users: list[str], meter_type_id: str) -> date:
+    """A billing account `acc-<user>` per user, on a plan pricing the type at 0.50 a
+    unit from today (UTC), invoiced monthly; returns today."""
+    today = timezone.now().date()
+    plan = client.post(
+        "/billing/v1/price-plans",
+        {
+            "name": "Half",
+            "rates": [{"meterTypeId": meter_type_id, "model": "PER_UNIT", "unitPrice": 0.5}],
+        },
+    )
+    assert plan.status_code == 201, plan.content
+    for user in users:
+        for path, body in (
+            (
+                "accounts",
+                {"accountId": f"acc-{user}", "customerId": user, "invoiceCurrency": "USD"},
+            ),
+            (
+                "plan-assignments",
+                {
+                    "accountId": f"acc-{user}",
+                    "pricePlanId": plan.json()["id"],
+                    "effectiveFrom": today.isoformat(),
+                    "cycle": "MONTHLY",
+                    "anchorDay": 1,
+                },
+            ),
+        ):
+            response = client.post(f"/billing/v1/{path}", body)
+            assert response.status_code == 201, response.content
+    return today
+
+
+def metric_totals(client: ApiClient, today: date, name: str, group_by: str) -> dict:
+    """POST /metrics over the days around `today`, each group's values added up."""
+    start = datetime.combine(today, datetime.min.time(), tzinfo=UTC) - timedelta(days=1)
+    response = client.post(
+        "/metrics",
+        {
+            "startTime": start.isoformat(),
+            "endTime": (start + timedelta(days=3)).isoformat(),
+            "metricQueries": [{"id": "q", "name": name, "groupBy": group_by}],
+        },
+    )
+    assert response.status_code == 200, response.content
+    (result,) = response.json()["results"]
+    return {
+        item["groupedBy"]["fieldValue"]: sum(Decimal(str(v)) for v in item["metricValues"])
+        for item in result["data"]
+    }
+
+
 def rows_locked_elsewhere(model) -> int:
     """Row-exclusive locks another session of this database holds on `model`'s table: a
     transaction that has written its rows and not ended."""
@@ -325,7 +379,7 @@ def rows_locked_elsewhere(model) -> int:
 # --- The tests --------------------------------------------------------------------------
 
 
-def test_a_worker_killed_mid_batch_leaves_each_record_counted_once(deployment):
+def test_a_worker_killed_mid_batch_leaves_each_record_counted_once(deployment, generous_limits):
     tenant = make_tenant("Killed stream worker")
     client = ApiClient(tenant.token)
     users = [f"printer-{n}" for n in range(1, 6)]
@@ -334,6 +388,7 @@ def test_a_worker_killed_mid_batch_leaves_each_record_counted_once(deployment):
             "id": f"job-{index}",
             "type": "print",
             "printerId": users[index % 5],
+            "accountId": f"acc-{users[index % 5]}",
             # Whole and half sheets, so a record counted twice or lost changes the sums.
             "sheets": index % 7 + 1 + (0.5 if index % 3 == 0 else 0),
         }
@@ -345,12 +400,16 @@ def test_a_worker_killed_mid_batch_leaves_each_record_counted_once(deployment):
 
     with serving(BillingApi()) as billing:
         collector = create_collector(client)
-        stream = import_stream(client, billed_stream(collector["id"], billing.url))
+        config = billed_stream(collector["id"], billing.url)
+        (normalize,) = [node for node in config["nodes"] if node["id"] == "normalize"]
+        normalize["params"]["mappings"].append({"accountId": "accountId"})
+        stream = import_stream(client, config)
         set_stream(client, stream["id"], enabled=True)
         key = meter_key(client, stream["id"])
         meter_type = create_meter_type(client, PRINTING_TYPE)
         for user in users:
             create_meter(client, {"userId": user, "meterKey": key, "meterTypeId": meter_type["id"]})
+        today = price_every_account(client, users, meter_type["id"])
 
         # 1. The first worker takes the batch from the ingestion's own signal, meters it,
         #    then waits on the first call (its HTTP timeout is longer than the test).
@@ -393,6 +452,18 @@ def test_a_worker_killed_mid_batch_leaves_each_record_counted_once(deployment):
     assert set(calls) == {record["id"] for record in records}
     assert calls["job-0"] == 2
     assert sum(calls.values()) == 201
+    # Rollups, revenue and cycles were applied with the meters: once.
+    assert metric_totals(client, today, "USAGE", "CUSTOMER_ID") == expected
+    assert metric_totals(client, today, "EVENTS", "ACCOUNT_ID") == {
+        f"acc-{user}": 40 for user in users
+    }
+    for name in ("REVENUE", "REVENUE_FOR_CYCLE"):
+        assert metric_totals(client, today, name, "ACCOUNT_ID") == {
+            f"acc-{user}": value / 2 for user, value in expected.items()
+        }
+    assert metric_totals(client, today, "USAGE_FOR_CYCLE", "ACCOUNT_ID") == {
+        f"acc-{user}": value for user, value in expected.items()
+    }
 
 
 def test_a_threshold_crossed_in_a_stream_reaches_the_webhook_and_the_log(deployment):
