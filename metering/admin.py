@@ -13,6 +13,7 @@ from metering.models import (
     Alert,
     BillingAccount,
     Customer,
+    CycleRollup,
     DeliveryAttempt,
     ExchangeRate,
     Meter,
@@ -359,6 +360,66 @@ class AssignmentInline(ReadOnlyInline):
     show_change_link = True
 
 
+class CycleInline(ReadOnlyInline):
+    """The account's pricing cycles with their usage and charge so far."""
+
+    model = CycleRollup
+    fields = ["cycle_start", "cycle_end", "meter_type", "plan", "usage_exact", "revenue_exact"]
+    ordering = ["-cycle_start", "meter_type__name"]
+    verbose_name_plural = "pricing cycles"
+
+    def get_queryset(self, request):
+        return super().get_queryset(request).select_related("meter_type", "plan")
+
+    @admin.display(description="usage")
+    def usage_exact(self, obj: CycleRollup):
+        return plain_number(obj.usage)
+
+    @admin.display(description="revenue (base currency)")
+    def revenue_exact(self, obj: CycleRollup):
+        return plain_number(obj.revenue)
+
+
+@admin.register(CycleRollup)
+class CycleRollupAdmin(admin.ModelAdmin):
+    """Pricing cycles as usage reached them: written by usage as it is applied, so read
+    only here."""
+
+    list_display = [
+        "account_key",
+        "user_id",
+        "meter_type",
+        "cycle_start",
+        "cycle_end",
+        "usage_exact",
+        "revenue_exact",
+        "record_count",
+        "operator",
+    ]
+    list_filter = ["operator", "cycle_start"]
+    list_select_related = ["meter_type", "operator"]
+    search_fields = ["account_key", "user_id", "meter_type__name"]
+    date_hierarchy = "cycle_start"
+    ordering = ["-cycle_start", "account_key"]
+
+    def has_add_permission(self, request) -> bool:
+        return False
+
+    def has_change_permission(self, request, obj=None) -> bool:
+        return False
+
+    def has_delete_permission(self, request, obj=None) -> bool:
+        return False
+
+    @admin.display(description="usage", ordering="usage")
+    def usage_exact(self, obj: CycleRollup):
+        return plain_number(obj.usage)
+
+    @admin.display(description="revenue (base currency)", ordering="revenue")
+    def revenue_exact(self, obj: CycleRollup):
+        return plain_number(obj.revenue)
+
+
 @admin.register(BillingAccount)
 class BillingAccountAdmin(ServiceAdminMixin, admin.ModelAdmin):
     form = BillingAccountForm
@@ -368,7 +429,7 @@ class BillingAccountAdmin(ServiceAdminMixin, admin.ModelAdmin):
     search_fields = ["account_id", "name", "customer__external_id"]
     autocomplete_fields = ["customer"]
     readonly_fields = ["created_at"]
-    inlines = [AssignmentInline]
+    inlines = [AssignmentInline, CycleInline]
 
     def get_readonly_fields(self, request, obj=None):
         # The ids are the account's identity in the API.

@@ -452,11 +452,22 @@ class BillingAccount(models.Model):
     name = models.CharField(max_length=200, blank=True)
     invoice_currency = models.CharField(max_length=3)
     created_at = models.DateTimeField(default=now, editable=False)
+    # Set when pricing changed under usage already applied (a plan assignment made or
+    # removed, a plan's rates replaced, the account new): revenue from this day on is
+    # computed again from the hourly usage (`metering.revenue.revenue_reprice`).
+    reprice_from = models.DateField(null=True, blank=True, editable=False)
 
     class Meta:
         constraints = [
             models.UniqueConstraint(
                 fields=["operator", "account_id"], name="billingaccount_unique_account_id"
+            ),
+        ]
+        indexes = [
+            models.Index(
+                fields=["reprice_from"],
+                name="billingaccount_reprice_idx",
+                condition=models.Q(reprice_from__isnull=False),
             ),
         ]
         ordering = ["created_at", "id"]

@@ -24,21 +24,26 @@ to what the other committed) without deadlocking.
 from __future__ import annotations
 
 import datetime
-from collections.abc import Callable, Sequence
+from collections.abc import Sequence
 from dataclasses import dataclass, field
-from decimal import Decimal
+from decimal import Context, Decimal, localcontext
 
-from django.db import connection
-from django.db.models import Q
+from django.db import connection, transaction
+from django.db.models import Min
 
 from common.json import encode
+from metering.aggregation import KIND, combine
 from metering.cycles import Cycle, Schedule, cycle_at
 from metering.models import (
     VALUE_PLACES,
     BillingAccount,
+    Customer,
     CycleRollup,
+    MeterType,
     PlanAssignment,
     PlanRate,
+    UsageRollup,
+    UsageTypeRollup,
 )
 from metering.pricing import Tier, tiers_parse, total_price
 from tenants.models import Operator
@@ -48,6 +53,8 @@ ZERO = Decimal(0)
 # Charges are kept to the places of the columns that store them, so the hourly
 # revenue of a cycle adds up to exactly its stored charge.
 _PLACES = Decimal(1).scaleb(-VALUE_PLACES)
+# Enough digits for sums of numeric(38, 10) values and their prices.
+_CONTEXT = Context(prec=80)
 
 
 @dataclass(slots=True)
@@ -91,11 +98,7 @@ class _Rate:
         )
 
 
-def revenue_accrue(
-    operator: Operator,
-    accruals: Sequence[Accrual],
-    combine: Callable[[str, Decimal | None, Decimal], Decimal],
-) -> None:
+def revenue_accrue(operator: Operator, accruals: Sequence[Accrual]) -> None:
     """Attribute each accrual to an account and, where it falls in a pricing cycle, add
     it to the cycle's usage and charge; fills `account_key` and `revenue`."""
     if not accruals:
@@ -120,7 +123,8 @@ def revenue_accrue(
         cycles[key] = (account, cycle)
     if not by_key:
         return
-    rates = _rates_load({cycle.schedule.ref for _, cycle in cycles.values()}, by_key)
+    plans = {cycle.schedule.ref for _, cycle in cycles.values()}
+    rates = _rates_load(plans, {type_key for _, type_key, _ in by_key})
     stored = _cycles_lock(operator, cycles)
     changes = []
     for key, pieces in by_key.items():
@@ -142,39 +146,58 @@ def revenue_accrue(
 
 def _accounts_resolve(operator: Operator, accruals: Sequence[Accrual]) -> dict[str, _Account]:
     """The operator's billing accounts the batch may reach, keyed by "#<account id>" and
-    (for customers with exactly one) "@<user id>", with their schedules."""
-    hints = {accrual.account_hint for accrual in accruals if accrual.account_hint}
-    users = {accrual.user_id for accrual in accruals if not accrual.account_hint}
-    rows = list(
-        BillingAccount.objects.filter(operator=operator)
-        .filter(Q(account_id__in=hints) | Q(customer__external_id__in=users))
-        .values_list("id", "account_id", "customer__external_id")
-    )
+    (for customers with exactly one) "@<user id>", with their schedules.
+
+    The accounts are share-locked: batches go on side by side, while a repricing (which
+    locks its account for update) waits for them, and they for it."""
+    hints = sorted({accrual.account_hint for accrual in accruals if accrual.account_hint})
+    users = sorted({accrual.user_id for accrual in accruals if not accrual.account_hint})
+    with connection.cursor() as cursor:
+        cursor.execute(
+            f"""
+            SELECT a.id::text, a.account_id, c.external_id
+            FROM {BillingAccount._meta.db_table} a
+            JOIN {Customer._meta.db_table} c ON c.id = a.customer_id
+            WHERE a.operator_id = %s AND (a.account_id = ANY(%s) OR c.external_id = ANY(%s))
+            ORDER BY a.id
+            FOR SHARE OF a
+            """,  # noqa: S608 (our tables)
+            [operator.pk, hints, users],
+        )
+        rows = cursor.fetchall()
     if not rows:
         return {}
+    hinted = set(hints)
     found: dict[str, _Account] = {}
     per_user: dict[str, list[_Account]] = {}
     for pk, account_id, user_id in rows:
-        account = _Account(str(pk), account_id, user_id)
-        if account_id in hints:
+        account = _Account(pk, account_id, user_id)
+        if account_id in hinted:
             found[f"#{account_id}"] = account
         per_user.setdefault(user_id, []).append(account)
+    wanted_users = set(users)
     for user_id, owned in per_user.items():
-        if user_id in users and len(owned) == 1:
+        if user_id in wanted_users and len(owned) == 1:
             found.setdefault(f"@{user_id}", owned[0])
     wanted = {account.pk: account for account in found.values()}
-    for assignment in PlanAssignment.objects.filter(account_id__in=list(wanted)).values(
-        "account_id", "plan_id", "effective_from", "cycle", "anchor_day", "created_at"
-    ):
-        wanted[str(assignment["account_id"])].schedules.append(
-            Schedule(
-                assignment["effective_from"],
-                assignment["cycle"],
-                assignment["anchor_day"],
-                ref=str(assignment["plan_id"]),
-            )
-        )
+    for account_pk, schedule in _schedules_of(list(wanted)):
+        wanted[account_pk].schedules.append(schedule)
     return found
+
+
+def _schedules_of(account_pks: list[str]) -> list[tuple[str, Schedule]]:
+    """Each account's plan assignments as schedules (`ref`: the plan id)."""
+    return [
+        (
+            str(account_pk),
+            Schedule(effective_from, cycle, anchor_day, ref=str(plan_id)),
+        )
+        for account_pk, plan_id, effective_from, cycle, anchor_day in PlanAssignment.objects.filter(
+            account_id__in=account_pks
+        )
+        .order_by("account_id", "effective_from")
+        .values_list("account_id", "plan_id", "effective_from", "cycle", "anchor_day")
+    ]
 
 
 def _account_of(accrual: Accrual, accounts: dict[str, _Account]) -> _Account | None:
@@ -183,10 +206,8 @@ def _account_of(accrual: Accrual, accounts: dict[str, _Account]) -> _Account | N
     return accounts.get(f"@{accrual.user_id}")
 
 
-def _rates_load(
-    plans: set[str], by_key: dict[tuple[str, str, datetime.date], list[Accrual]]
-) -> dict[tuple[str, str], _Rate]:
-    types = {type_key for _, type_key, _ in by_key}
+def _rates_load(plans: set[str], types: set[str]) -> dict[tuple[str, str], _Rate]:
+    """The rates of these plans for these meter types, by (plan id, type id)."""
     rates = {}
     for plan_id, type_id, model, unit_price, tiers in PlanRate.objects.filter(
         plan_id__in=list(plans), meter_type_id__in=list(types)
@@ -256,3 +277,234 @@ def _cycles_write(changes: list[dict]) -> None:
             """,  # noqa: S608 (our table)
             [encode(changes).decode()],
         )
+
+
+# -- Pricing again after a change ----------------------------------------------------------
+
+
+def reprice_mark(*, account_ids: Sequence, since: datetime.date) -> None:
+    """Ask for the revenue of these accounts from `since` on to be computed again (in
+    the caller's transaction; `revenue_reprice` does it, queued on commit and swept by
+    Beat)."""
+    from common.tasks import enqueue_on_commit
+
+    with connection.cursor() as cursor:
+        cursor.execute(
+            f"""
+            UPDATE {BillingAccount._meta.db_table}
+            SET reprice_from = LEAST(coalesce(reprice_from, %s), %s)
+            WHERE id = ANY(%s::uuid[])
+            """,  # noqa: S608 (our table)
+            [since, since, [str(pk) for pk in account_ids]],
+        )
+    for pk in account_ids:
+        enqueue_on_commit("metering.tasks.revenue_reprice", str(pk))
+
+
+def revenue_reprice(*, account_id) -> bool:
+    """Compute an account's revenue again from its `reprice_from` day on, from the hourly
+    usage rollups, under the account's current assignments and plan rates; True if
+    there was something to do. One transaction, holding the account's row lock (usage
+    batches reaching the account wait, and are waited for).
+
+    First, when the account is its customer's only one, usage of the customer that was
+    applied without an account is attributed to it. Then every cycle from the one
+    holding `reprice_from` on is rebuilt: the hourly rows are taken in time order, each
+    adding to its cycle's usage and earning what it adds to the cycle's charge (usage
+    within one hour is priced together), and the per-type rollup takes the change."""
+    with transaction.atomic(), localcontext(_CONTEXT):
+        account = (
+            BillingAccount.objects.select_for_update(of=("self",))
+            .select_related("customer")
+            .filter(pk=account_id)
+            .first()
+        )
+        if account is None or account.reprice_from is None:
+            return False
+        since = account.reprice_from
+        adopted = _usage_adopt(account)
+        if adopted is not None and adopted < since:
+            since = adopted
+        schedules = [schedule for _, schedule in _schedules_of([str(account.pk)])]
+        start = since
+        holding = cycle_at(schedules, since) if schedules else None
+        if holding is not None:
+            start = min(start, holding.start)
+        stored = CycleRollup.objects.filter(account=account, cycle_end__gt=start).aggregate(
+            first=Min("cycle_start")
+        )["first"]
+        if stored is not None:
+            start = min(start, stored)
+        CycleRollup.objects.filter(account=account, cycle_start__gte=start).delete()
+        _reprice_rows(account, schedules, start)
+        BillingAccount.objects.filter(pk=account.pk).update(reprice_from=None)
+    return True
+
+
+def _usage_adopt(account: BillingAccount) -> datetime.date | None:
+    """Usage of the account's customer applied without an account becomes the account's
+    when it is the customer's only one; returns the first day moved, if any."""
+    if BillingAccount.objects.filter(customer_id=account.customer_id).count() != 1:
+        return None
+    table = UsageRollup._meta.db_table
+    with connection.cursor() as cursor:
+        cursor.execute(
+            f"""
+            WITH moved AS (
+                DELETE FROM {table}
+                WHERE operator_id = %s AND user_id = %s AND account_id = ''
+                RETURNING meter_type_id, hour, value, revenue, record_count
+            ), merged AS (
+                INSERT INTO {table} AS r (operator_id, user_id, meter_type_id, account_id,
+                                          hour, value, revenue, record_count)
+                SELECT %s, %s, meter_type_id, %s, hour, value, revenue, record_count
+                FROM moved ORDER BY meter_type_id, hour
+                ON CONFLICT (operator_id, user_id, meter_type_id, account_id, hour)
+                DO UPDATE SET
+                    value = CASE (SELECT aggregation FROM {MeterType._meta.db_table} t
+                                  WHERE t.id = r.meter_type_id)
+                        WHEN 'Max' THEN GREATEST(r.value, EXCLUDED.value)
+                        WHEN 'Min' THEN LEAST(r.value, EXCLUDED.value)
+                        ELSE r.value + EXCLUDED.value
+                    END,
+                    revenue = r.revenue + EXCLUDED.revenue,
+                    record_count = r.record_count + EXCLUDED.record_count
+            )
+            SELECT min(hour) FROM moved
+            """,  # noqa: S608 (our tables)
+            [
+                account.operator_id,
+                account.customer.external_id,
+                account.operator_id,
+                account.customer.external_id,
+                account.account_id,
+            ],
+        )
+        first = cursor.fetchone()[0]
+    return first.astimezone(datetime.UTC).date() if first is not None else None
+
+
+def _reprice_rows(account: BillingAccount, schedules: list[Schedule], start: datetime.date) -> None:
+    rollup, by_type = UsageRollup._meta.db_table, UsageTypeRollup._meta.db_table
+    with connection.cursor() as cursor:
+        cursor.execute(
+            f"""
+            SELECT r.id, r.meter_type_id::text, r.hour, r.value, r.revenue, r.record_count,
+                   t.aggregation
+            FROM {rollup} r JOIN {MeterType._meta.db_table} t ON t.id = r.meter_type_id
+            WHERE r.operator_id = %s AND r.account_id = %s AND r.hour >= %s
+            ORDER BY r.hour, r.meter_type_id, r.id
+            FOR UPDATE OF r
+            """,  # noqa: S608 (our tables)
+            [account.operator_id, account.account_id, _midnight(start)],
+        )
+        rows = cursor.fetchall()
+    if not rows:
+        return
+    rates = _rates_load(
+        {schedule.ref for schedule in schedules}, {type_id for _, type_id, *_ in rows}
+    )
+    cycles: dict[tuple[str, datetime.date], dict] = {}
+    days: dict[datetime.date, Cycle | None] = {}
+    changed, type_changes = [], {}
+    for row_id, type_id, hour, value, old_revenue, records, aggregation in rows:
+        day = hour.astimezone(datetime.UTC).date()
+        if day not in days:
+            days[day] = cycle_at(schedules, day) if schedules else None
+        cycle, revenue = days[day], ZERO
+        if cycle is not None:
+            entry = cycles.get((type_id, cycle.start))
+            if entry is None:
+                entry = cycles[(type_id, cycle.start)] = {
+                    "a": str(account.pk),
+                    "t": type_id,
+                    "s": cycle.start,
+                    "e": cycle.end,
+                    "p": cycle.schedule.ref,
+                    "u": None,
+                    "r": ZERO,
+                    "n": 0,
+                }
+            entry["u"] = combine(KIND[aggregation], entry["u"], value)
+            entry["n"] += records
+            rate = rates.get((cycle.schedule.ref, type_id))
+            if rate is not None:
+                charged = rate.price(entry["u"]).quantize(_PLACES)
+                revenue, entry["r"] = charged - entry["r"], charged
+        if revenue != old_revenue:
+            changed.append({"id": row_id, "r": revenue})
+            key = (type_id, hour)
+            type_changes[key] = type_changes.get(key, ZERO) + revenue - old_revenue
+    with connection.cursor() as cursor:
+        if changed:
+            cursor.execute(
+                f"""
+                UPDATE {rollup} r SET revenue = v.r
+                FROM json_to_recordset(%s::json) AS v(id bigint, r numeric)
+                WHERE r.id = v.id
+                """,  # noqa: S608 (our table)
+                [encode(changed).decode()],
+            )
+        deltas = [
+            {"t": type_id, "h": hour, "d": delta}
+            for (type_id, hour), delta in sorted(type_changes.items())
+            if delta
+        ]
+        if deltas:
+            # In (type, hour) order, as usage batches upsert these rows.
+            cursor.execute(
+                f"""
+                UPDATE {by_type} r SET revenue = r.revenue + v.d
+                FROM (SELECT * FROM json_to_recordset(%s::json)
+                      AS v(t uuid, h timestamptz, d numeric) ORDER BY v.t, v.h) v
+                WHERE r.operator_id = %s AND r.meter_type_id = v.t AND r.hour = v.h
+                """,  # noqa: S608 (our table)
+                [encode(deltas).decode(), account.operator_id],
+            )
+        if cycles:
+            cursor.execute(
+                f"""
+                INSERT INTO {_CYCLE} (operator_id, account_id, meter_type_id, user_id,
+                    account_key, plan_id, cycle_start, cycle_end, usage, revenue,
+                    record_count, updated_at)
+                SELECT %s, v.a, v.t, %s, %s, v.p, v.s, v.e, v.u, v.r, v.n, now()
+                FROM json_to_recordset(%s::json) AS v(a uuid, t uuid, s date, e date,
+                    p uuid, u numeric, r numeric, n bigint)
+                """,  # noqa: S608 (our table)
+                [
+                    account.operator_id,
+                    account.customer.external_id,
+                    account.account_id,
+                    encode(list(cycles.values())).decode(),
+                ],
+            )
+
+
+def revenue_forget(*, account: BillingAccount) -> None:
+    """Before an account is deleted: the revenue its usage earned is taken back out of
+    the rollups (its cycles go with it), in the caller's transaction."""
+    rollup, by_type = UsageRollup._meta.db_table, UsageTypeRollup._meta.db_table
+    with connection.cursor() as cursor:
+        cursor.execute(
+            f"""
+            WITH taken AS (
+                UPDATE {rollup} r SET revenue = 0
+                FROM (SELECT id, revenue FROM {rollup}
+                      WHERE operator_id = %s AND account_id = %s AND revenue <> 0
+                      ORDER BY id FOR UPDATE) old
+                WHERE r.id = old.id
+                RETURNING r.meter_type_id, r.hour, old.revenue
+            ), summed AS (
+                SELECT meter_type_id, hour, sum(revenue) AS revenue FROM taken
+                GROUP BY meter_type_id, hour
+            )
+            UPDATE {by_type} r SET revenue = r.revenue - s.revenue
+            FROM (SELECT * FROM summed ORDER BY meter_type_id, hour) s
+            WHERE r.operator_id = %s AND r.meter_type_id = s.meter_type_id AND r.hour = s.hour
+            """,  # noqa: S608 (our tables)
+            [account.operator_id, account.account_id, account.operator_id],
+        )
+
+
+def _midnight(day: datetime.date) -> datetime.datetime:
+    return datetime.datetime(day.year, day.month, day.day, tzinfo=datetime.UTC)

@@ -8,6 +8,7 @@ from collections.abc import Iterable
 from decimal import Decimal
 
 from django.db import IntegrityError, connection, transaction
+from django.db.models import Min
 from django.utils import timezone
 
 from common.errors import ServiceConflict
@@ -21,6 +22,7 @@ from metering.models import (
     PlanRate,
     PricePlan,
 )
+from metering.revenue import reprice_mark, revenue_forget
 from metering.schedule import next_fire
 from tenants.models import Operator
 
@@ -184,6 +186,9 @@ def billing_account_create(
                 name=name,
                 invoice_currency=invoice_currency,
             )
+            # Usage already applied may name this account, or become its (the customer's
+            # only account's): priced once the account has a plan, attributed now.
+            reprice_mark(account_ids=[account.pk], since=datetime.date.min)
     except IntegrityError as exc:
         if "billingaccount_unique_account_id" in _constraint(exc):
             raise MeteringConflict(f"An account with the id {account_id!r} exists.") from None
@@ -200,8 +205,14 @@ def billing_account_update(*, account: BillingAccount, **fields) -> BillingAccou
 
 
 def billing_account_delete(*, account: BillingAccount) -> None:
-    """Delete an account with its plan assignments (its customer stays)."""
-    account.delete()
+    """Delete an account with its plan assignments and pricing cycles, and take the
+    revenue its usage earned back out of the rollups (its customer and usage stay)."""
+    with transaction.atomic():
+        locked = BillingAccount.objects.select_for_update().filter(pk=account.pk).first()
+        if locked is None:
+            return
+        revenue_forget(account=locked)
+        locked.delete()
 
 
 def _rates_replace(plan: PricePlan, rates: list[dict]) -> None:
@@ -249,6 +260,12 @@ def price_plan_replace(
             plan.name, plan.description = name, description
             plan.save(update_fields=["name", "description"])
             _rates_replace(plan, list(rates))
+            # Cycles priced by the plan are priced again by its new rates.
+            first = PlanAssignment.objects.filter(plan=plan).values("account_id")
+            for account_id, since in first.annotate(since=Min("effective_from")).values_list(
+                "account_id", "since"
+            ):
+                reprice_mark(account_ids=[account_id], since=since)
     except IntegrityError as exc:
         raise _plan_name_conflict(exc, name) from None
     return plan
@@ -291,6 +308,8 @@ def plan_assignment_create(
                 cycle=cycle,
                 anchor_day=anchor_day,
             )
+            # Usage already applied from that day on is priced under the new cycles.
+            reprice_mark(account_ids=[account.pk], since=effective_from)
     except IntegrityError as exc:
         if "planassignment_one_per_day" in _constraint(exc):
             raise MeteringConflict(
@@ -301,7 +320,10 @@ def plan_assignment_create(
 
 
 def plan_assignment_delete(*, assignment: PlanAssignment) -> None:
-    assignment.delete()
+    """Remove an assignment; usage from its day on is priced again without it."""
+    with transaction.atomic():
+        reprice_mark(account_ids=[assignment.account_id], since=assignment.effective_from)
+        assignment.delete()
 
 
 def exchange_rate_set(

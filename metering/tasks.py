@@ -8,7 +8,8 @@ from celery import shared_task
 from django.conf import settings
 from django.utils import timezone
 
-from metering.models import Meter
+from metering import revenue
+from metering.models import BillingAccount, Meter
 from metering.notifications import notification_deliver, notifications_deliver_due
 from metering.resets import BATCH_SIZE, meters_reset_due
 
@@ -47,3 +48,19 @@ def deliver_due_notifications() -> int:
     """Deliver due notifications: new ones whose task was lost, and retries (Beat: every
     minute, and after a bulk enqueue)."""
     return notifications_deliver_due()
+
+
+@shared_task(acks_late=True, reject_on_worker_lost=True, ignore_result=True)
+def revenue_reprice(account_id: str) -> bool:
+    """Price an account's usage again after its pricing changed (queued on commit)."""
+    return revenue.revenue_reprice(account_id=account_id)
+
+
+@shared_task(acks_late=True, reject_on_worker_lost=True, ignore_result=True)
+def reprice_pending() -> int:
+    """Reprice every account still marked (its task was lost, or failed; Beat: every
+    minute); returns how many were repriced."""
+    pending = BillingAccount.objects.filter(reprice_from__isnull=False).order_by("reprice_from")
+    return sum(
+        revenue.revenue_reprice(account_id=pk) for pk in pending.values_list("pk", flat=True)[:100]
+    )

@@ -54,6 +54,7 @@ from django.utils import timezone
 
 from common.ids import uuid_or_none
 from common.json import encode
+from metering.aggregation import ADD, KIND, MAX, MIN, combine
 from metering.models import Alert, Meter, MeterPeriod, MeterType, Notification
 from metering.models import UsageRollup as Rollup
 from metering.models import UsageTypeRollup as TypeRollup
@@ -70,15 +71,8 @@ _EPOCH = datetime.datetime(1970, 1, 1, tzinfo=datetime.UTC)
 _HOUR = datetime.timedelta(hours=1)
 # numeric(38, 10) holds 38 digits; sums of such values need a few more while folding.
 _CONTEXT = Context(prec=80)
-# How the batch combines with a value: Sum and Increment add (Increment adds 1 per
-# record), Max and Min keep the extreme.
-_ADD, _MAX, _MIN = "add", "max", "min"
-_KIND = {
-    MeterType.Aggregation.SUM: _ADD,
-    MeterType.Aggregation.INCREMENT: _ADD,
-    MeterType.Aggregation.MAX: _MAX,
-    MeterType.Aggregation.MIN: _MIN,
-}
+# How the batch combines with a value (metering.aggregation).
+_ADD, _MAX, _MIN, _KIND, _combine = ADD, MAX, MIN, KIND, combine
 
 _METER = Meter._meta.db_table
 _PERIOD = MeterPeriod._meta.db_table
@@ -219,7 +213,7 @@ def usage_apply(
             )
             for item in counted
         ]
-        revenue_accrue(operator, accruals, _combine)
+        revenue_accrue(operator, accruals)
         with _pipeline():
             if folds:
                 _meters_write(folds, now)
@@ -574,18 +568,6 @@ def _fold_values(kind: str, values: list[Decimal]) -> Decimal:
 
 def _texts(values: dict[str, Decimal]) -> dict[str, str]:
     return {key: str(value) for key, value in values.items()}
-
-
-def _combine(kind: str, old: Decimal | None, new: Decimal) -> Decimal:
-    """Combine two values of one aggregation; None means "no value yet", so the first
-    Max or Min is the value itself rather than a comparison with zero."""
-    if old is None:
-        return new
-    if kind == _ADD:
-        return old + new
-    if kind == _MAX:
-        return new if new > old else old
-    return new if new < old else old
 
 
 # -- 6. Closed periods and 7. meters: writing ------------------------------------------

@@ -269,3 +269,22 @@ def test_usage_before_any_assignment_has_no_cycle(client, acme, calls, graduated
         name="USAGE",
         aggregationPeriod="MONTH",
     ) == {midnight("2024-05-01"): 10}
+
+
+def test_staff_see_the_cycles_in_the_admin(reference_example, staff_user):
+    from django.test import Client
+
+    from metering.models import BillingAccount
+
+    staff = Client()
+    staff.force_login(staff_user)
+    listed = staff.get("/admin/metering/cyclerollup/")
+    assert listed.status_code == 200
+    page = listed.content.decode()
+    assert "2020-03-15" in page or "March 15, 2020" in page
+    assert "1250" in page and "1250.0000000000" not in page
+    account = BillingAccount.objects.get(account_id="acc-1")
+    detail = staff.get(f"/admin/metering/billingaccount/{account.pk}/change/").content.decode()
+    assert "pricing cycles" in detail.lower() and "600" in detail
+    # Written by usage only.
+    assert staff.get("/admin/metering/cyclerollup/add/").status_code == 403
