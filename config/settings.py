@@ -152,7 +152,25 @@ SPECTACULAR_SETTINGS = {
     "REDOC_DIST": "SIDECAR",
     "COMPONENT_SPLIT_REQUEST": True,
     # /health reports the database and Redis with one choice set.
-    "ENUM_NAME_OVERRIDES": {"ReachabilityEnum": ["ok", "unavailable"]},
+    "ENUM_NAME_OVERRIDES": {
+        "ReachabilityEnum": ["ok", "unavailable"],
+        # One name for the metrics query's field names, wherever they appear.
+        "MetricFieldNameEnum": [
+            "ACCOUNT_ID",
+            "CUSTOMER_ID",
+            "SCHEMA_NAME",
+            "EVENT_STATUS",
+            "USAGE_METER_ID",
+        ],
+        "MetricNameEnum": [
+            "EVENTS",
+            "USAGE",
+            "METER_USAGE",
+            "REVENUE",
+            "USAGE_FOR_CYCLE",
+            "REVENUE_FOR_CYCLE",
+        ],
+    },
     # The schema and docs are public: read no credentials there, so a bearer token sent
     # along is neither refused nor charged to a rate-limit group these views do not have.
     "SERVE_AUTHENTICATION": [],

@@ -48,7 +48,7 @@ class MetricQuerySerializer(TallySerializer):
     configs = MetricConfigsSerializer(required=False)
 
 
-class MetricsRequestSerializer(TallySerializer):
+class MetricsSerializer(TallySerializer):
     start_time = DateTimeField(help_text="Inclusive; a whole hour, UTC.")
     end_time = DateTimeField(help_text="Exclusive; a whole hour, UTC.")
     metric_queries = serializers.ListField(
@@ -81,5 +81,5 @@ class MetricResultSerializer(serializers.Serializer):
     data = MetricDataSerializer(many=True)
 
 
-class MetricsResponseSerializer(serializers.Serializer):
+class MetricsAnswerSerializer(serializers.Serializer):
     results = MetricResultSerializer(many=True)

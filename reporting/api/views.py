@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from drf_spectacular.types import OpenApiTypes
 from drf_spectacular.utils import OpenApiExample, OpenApiResponse, extend_schema
 from rest_framework import serializers, viewsets
 from rest_framework.request import Request
@@ -9,7 +10,7 @@ from rest_framework.response import Response
 
 from common.api.renderers import CSVRenderer, DecimalJSONRenderer
 from common.json import format_datetime
-from reporting.api.serializers import MetricsRequestSerializer, MetricsResponseSerializer
+from reporting.api.serializers import MetricsSerializer, MetricsAnswerSerializer
 from reporting.metrics import MetricsInvalid, metric_query_check, window_check
 from reporting.selectors import MetricResult, metrics_answer
 from tenants.api.base import caller_operator
@@ -40,18 +41,23 @@ class MetricsViewSet(viewsets.ViewSet):
 
     @extend_schema(
         operation_id="getMetrics",
-        request=MetricsRequestSerializer,
+        request=MetricsSerializer,
         responses={
-            200: OpenApiResponse(
-                MetricsResponseSerializer,
+            (200, "application/json"): OpenApiResponse(
+                MetricsAnswerSerializer,
                 description="One result per query, in the order asked; each series has "
                 "the same timestamps, with 0 where nothing was counted.",
-            )
+            ),
+            (200, "text/csv"): OpenApiResponse(
+                OpenApiTypes.STR,
+                description="The same data, one row per query, series and timestamp: "
+                "id,name,groupByField,groupByValue,timestamp,value.",
+            ),
         },
         examples=[OpenApiExample("Daily usage by meter type", value=EXAMPLE, request_only=True)],
     )
     def query(self, request: Request) -> Response:
-        serializer = MetricsRequestSerializer(data=request.data)
+        serializer = MetricsSerializer(data=request.data)
         serializer.is_valid(raise_exception=True)
         data = serializer.validated_data
         start, end = data["start_time"], data["end_time"]
