@@ -26,6 +26,7 @@ from decimal import Decimal
 from django.db import connection
 
 from collection.models import CustomerEventRollup, EventRollup, EventRollupDelta, Record
+from common.ids import uuid_or_none
 from common.json import normalize_decimal
 from metering.models import (
     VALUE_PLACES,
@@ -126,7 +127,9 @@ class _Context:
         by_name = {name: pk for pk, (name, _) in self.types.items()}
         found = []
         for value in values:
-            pk = value if value in self.types else by_name.get(value)
+            as_id = uuid_or_none(value)
+            pk = str(as_id) if as_id is not None and str(as_id) in self.types else None
+            pk = pk or by_name.get(value)
             if pk is None:
                 raise MetricsInvalid([(where, f"Unknown meter type {value!r}.")])
             found.append(pk)

@@ -12,6 +12,7 @@ from decimal import Decimal
 from typing import Any
 
 from django.db import models
+from django.utils import timezone
 from rest_framework import serializers
 
 from common.json import format_datetime, normalize_decimal
@@ -29,6 +30,20 @@ class DateTimeField(serializers.DateTimeField):
         if value is None:
             return None
         return format_datetime(value)
+
+
+class AwareDateTimeField(DateTimeField):
+    """A moment that must name its offset (`Z`, `+02:00`): a bare date or a local time is
+    a 400, not silently taken as UTC."""
+
+    default_error_messages = {
+        "naive": "Must name its time zone (for example 2024-01-01T00:00:00Z).",
+    }
+
+    def enforce_timezone(self, value):
+        if timezone.is_naive(value):
+            self.fail("naive")
+        return super().enforce_timezone(value)
 
 
 class NumberField(serializers.DecimalField):

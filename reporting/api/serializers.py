@@ -5,7 +5,7 @@ from __future__ import annotations
 
 from rest_framework import serializers
 
-from common.api.serializers import DateTimeField, StrictCharField, TallySerializer
+from common.api.serializers import AwareDateTimeField, StrictCharField, TallySerializer
 from reporting.metrics import (
     CURRENCIES,
     DEFAULT_PERIOD,
@@ -49,17 +49,19 @@ class MetricQuerySerializer(TallySerializer):
 
 
 class MetricsSerializer(TallySerializer):
-    start_time = DateTimeField(help_text="Inclusive; a whole hour, UTC.")
-    end_time = DateTimeField(help_text="Exclusive; a whole hour, UTC.")
+    start_time = AwareDateTimeField(help_text="Inclusive; a whole hour, UTC.")
+    end_time = AwareDateTimeField(help_text="Exclusive; a whole hour, UTC.")
     metric_queries = serializers.ListField(
         child=MetricQuerySerializer(), min_length=1, max_length=MAX_QUERIES
     )
 
     def validate_metric_queries(self, queries: list[dict]) -> list[dict]:
         seen: set[str] = set()
-        for query in queries:
+        for index, query in enumerate(queries):
             if query["id"] in seen:
-                raise serializers.ValidationError(f"Query id {query['id']!r} is used twice.")
+                raise serializers.ValidationError(
+                    {index: {"id": [f"Query id {query['id']!r} is used twice."]}}
+                )
             seen.add(query["id"])
         return queries
 

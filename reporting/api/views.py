@@ -10,7 +10,7 @@ from rest_framework.response import Response
 
 from common.api.renderers import CSVRenderer, DecimalJSONRenderer
 from common.json import format_datetime
-from reporting.api.serializers import MetricsSerializer, MetricsAnswerSerializer
+from reporting.api.serializers import MetricsAnswerSerializer, MetricsSerializer
 from reporting.metrics import MetricsInvalid, metric_query_check, window_check
 from reporting.selectors import MetricResult, metrics_answer
 from tenants.api.base import caller_operator
