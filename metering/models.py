@@ -265,7 +265,6 @@ class UsageRollup(models.Model):
         ]
         indexes = [
             models.Index(fields=["operator", "account_id", "hour"], name="rollup_account_idx"),
-            models.Index(fields=["operator", "meter_type", "hour"], name="rollup_type_hour_idx"),
         ]
 
     def __str__(self) -> str:

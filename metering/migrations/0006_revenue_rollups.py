@@ -82,12 +82,6 @@ class Migration(migrations.Migration):
                 fields=["operator", "account_id", "hour"], name="rollup_account_idx"
             ),
         ),
-        migrations.AddIndex(
-            model_name="usagerollup",
-            index=models.Index(
-                fields=["operator", "meter_type", "hour"], name="rollup_type_hour_idx"
-            ),
-        ),
         migrations.AddConstraint(
             model_name="usagerollup",
             constraint=models.UniqueConstraint(

@@ -107,3 +107,42 @@ def test_thresholds_and_alert_keys_move_to_the_new_form():
 def executor_leaf():
     executor = MigrationExecutor(connection)
     return executor.loader.graph.leaf_nodes()
+
+
+@pytest.mark.django_db(transaction=True)
+def test_the_per_type_rollup_starts_with_the_per_customer_ones():
+    apps = migrate([("metering", "0005_pricing")])
+    operator = apps.get_model("tenants", "Operator").objects.create(name="Old rollups")
+    MeterType = apps.get_model("metering", "MeterType")
+    UsageRollup = apps.get_model("metering", "UsageRollup")
+    hour = datetime.datetime(2026, 5, 1, 10, tzinfo=datetime.UTC)
+    kinds = {}
+    for name, aggregation in (("Calls", "Sum"), ("Peak", "Max"), ("Low", "Min")):
+        kinds[name] = MeterType.objects.create(
+            operator=operator, name=name, unit="u", aggregation=aggregation, reset_cron="0 0 1 * *"
+        )
+        for user, value in (("alice", 3), ("bob", 5)):
+            UsageRollup.objects.create(
+                operator=operator,
+                meter_type=kinds[name],
+                user_id=user,
+                hour=hour,
+                value=value,
+                record_count=2,
+            )
+    try:
+        apps = migrate([("metering", "0006_revenue_rollups")])
+        TypeRollup = apps.get_model("metering", "UsageTypeRollup")
+        found = {
+            row.meter_type.name: (row.hour, row.value, row.record_count, row.revenue)
+            for row in TypeRollup.objects.select_related("meter_type")
+        }
+        assert found == {
+            "Calls": (hour, 8, 4, 0),
+            "Peak": (hour, 5, 4, 0),
+            "Low": (hour, 3, 4, 0),
+        }
+        UsageRollup = apps.get_model("metering", "UsageRollup")
+        assert set(UsageRollup.objects.values_list("account_id", flat=True)) == {""}
+    finally:
+        migrate(executor_leaf())
