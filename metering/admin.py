@@ -431,6 +431,19 @@ class BillingAccountAdmin(ServiceAdminMixin, admin.ModelAdmin):
     readonly_fields = ["created_at"]
     inlines = [AssignmentInline, CycleInline]
 
+    def get_deleted_objects(self, objs, request):
+        # Cycles are never deleted by hand, but go with their account.
+        deleted, counts, perms_needed, protected = super().get_deleted_objects(objs, request)
+        perms_needed.discard(CycleRollup._meta.verbose_name)
+        return deleted, counts, perms_needed, protected
+
+    def delete_model(self, request, obj: BillingAccount) -> None:
+        services.billing_account_delete(account=obj)
+
+    def delete_queryset(self, request, queryset) -> None:
+        for account in queryset:
+            services.billing_account_delete(account=account)
+
     def get_readonly_fields(self, request, obj=None):
         # The ids are the account's identity in the API.
         if obj is None:
@@ -530,6 +543,12 @@ class PricePlanAdmin(admin.ModelAdmin):
     def assignment_count(self, obj: PricePlan) -> int:
         return obj._assignment_count
 
+    def save_related(self, request, form, formsets, change) -> None:
+        super().save_related(request, form, formsets, change)
+        if change and any(formset.has_changed() for formset in formsets):
+            # New rates price the plan's accounts again, as a PUT of the plan does.
+            services.price_plan_reprice(plan=form.instance)
+
 
 @admin.register(PlanRate)
 class PlanRateAdmin(admin.ModelAdmin):
@@ -593,6 +612,13 @@ class PlanAssignmentAdmin(ServiceAdminMixin, admin.ModelAdmin):
             operator=data["account"].operator, **{name: data[name] for name in form.Meta.fields}
         )
         adopt_created(obj, created)
+
+    def delete_model(self, request, obj: PlanAssignment) -> None:
+        services.plan_assignment_delete(assignment=obj)
+
+    def delete_queryset(self, request, queryset) -> None:
+        for assignment in queryset:
+            services.plan_assignment_delete(assignment=assignment)
 
 
 class ExchangeRateForm(forms.ModelForm):

@@ -260,15 +260,20 @@ def price_plan_replace(
             plan.name, plan.description = name, description
             plan.save(update_fields=["name", "description"])
             _rates_replace(plan, list(rates))
-            # Cycles priced by the plan are priced again by its new rates.
-            first = PlanAssignment.objects.filter(plan=plan).values("account_id")
-            for account_id, since in first.annotate(since=Min("effective_from")).values_list(
-                "account_id", "since"
-            ):
-                reprice_mark(account_ids=[account_id], since=since)
+            price_plan_reprice(plan=plan)
     except IntegrityError as exc:
         raise _plan_name_conflict(exc, name) from None
     return plan
+
+
+def price_plan_reprice(*, plan: PricePlan) -> None:
+    """After a plan's rates changed: every account on the plan is priced again from its
+    first assignment to it (in the caller's transaction)."""
+    assigned = PlanAssignment.objects.filter(plan=plan).values("account_id")
+    for account_id, since in assigned.annotate(since=Min("effective_from")).values_list(
+        "account_id", "since"
+    ):
+        reprice_mark(account_ids=[account_id], since=since)
 
 
 def price_plan_delete(*, plan: PricePlan) -> None:

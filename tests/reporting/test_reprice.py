@@ -234,3 +234,82 @@ def test_an_account_is_only_priced_by_its_own_operators_changes(client, acme, gl
     assert metrics(client, *REVENUE_QUERIES)["revenue"] == {None: {JULY_1: 20}}
     assert not BillingAccount.objects.filter(operator=globex.operator).exists()
     assert not CycleRollup.objects.filter(operator=globex.operator).exists()
+
+
+# -- The same changes made by staff in the admin --------------------------------------------
+
+
+@pytest.fixture
+def staff(staff_user):
+    from django.test import Client
+
+    browser = Client()
+    browser.force_login(staff_user)
+    return browser
+
+
+def test_staff_changing_a_rate_in_the_admin_reprices(client, acme, calls, staff):
+    from metering.models import PlanRate, PricePlan
+
+    set_up_billing(client, calls)
+    reprice_pending()
+    apply(acme.operator, calls, *USAGE)
+    plan = PricePlan.objects.get()
+    rate = PlanRate.objects.get()
+    response = staff.post(
+        f"/admin/metering/priceplan/{plan.pk}/change/",
+        {
+            "name": plan.name,
+            "description": "",
+            "rates-TOTAL_FORMS": "1",
+            "rates-INITIAL_FORMS": "1",
+            "rates-MIN_NUM_FORMS": "0",
+            "rates-MAX_NUM_FORMS": "1000",
+            "rates-0-id": str(rate.pk),
+            "rates-0-plan": str(plan.pk),
+            "rates-0-meter_type": str(calls.pk),
+            "rates-0-model": "PER_UNIT",
+            "rates-0-unit_price": "2",
+            "rates-0-tiers": "[]",
+        },
+    )
+    assert response.status_code == 302, response.content.decode()[:2000]
+    assert reprice_pending() == 1
+    assert metrics(client, *REVENUE_QUERIES)["revenue"] == {None: {JULY_1: 80}}
+
+
+def test_staff_deleting_in_the_admin_goes_through_the_services(client, acme, calls, staff):
+    from metering.models import PlanAssignment
+
+    set_up_billing(client, calls)
+    reprice_pending()
+    apply(acme.operator, calls, *USAGE)
+    assignment = PlanAssignment.objects.get()
+    response = staff.post(
+        f"/admin/metering/planassignment/{assignment.pk}/delete/", {"post": "yes"}
+    )
+    assert response.status_code == 302
+    assert reprice_pending() == 1
+    assert metrics(client, *REVENUE_QUERIES)["revenue"] == {None: {JULY_1: 0}}
+
+    set_up_billing_again = client.post(
+        "/billing/v1/plan-assignments",
+        {
+            "accountId": "acc-1",
+            "pricePlanId": str(assignment.plan_id),
+            "effectiveFrom": "2024-06-15",
+            "cycle": "MONTHLY",
+            "anchorDay": 15,
+        },
+    )
+    assert set_up_billing_again.status_code == 201
+    reprice_pending()
+    assert metrics(client, *REVENUE_QUERIES)["revenue"] == {None: {JULY_1: 20}}
+    account = BillingAccount.objects.get()
+    response = staff.post(
+        "/admin/metering/billingaccount/",
+        {"action": "delete_selected", "_selected_action": [str(account.pk)], "post": "yes"},
+    )
+    assert response.status_code == 302
+    assert not BillingAccount.objects.exists()
+    assert metrics(client, *REVENUE_QUERIES)["revenue"] == {None: {JULY_1: 0}}
