@@ -1,18 +1,26 @@
 """Demo data for a first run: two meter types, meters for three customers and a week of
 usage, applied day by day so that the daily meters have closed periods to show and
 thresholds have fired (storage above 90 % on most days; API calls near their monthly
-capacity once the month is a few days old)."""
+capacity once the month is a few days old). Each customer has a billing account on one
+price plan (API calls in graduated tiers, storage per GB), one of them invoiced in EUR,
+so the usage earns revenue as it is applied."""
 
 from __future__ import annotations
 
 import random
-from datetime import timedelta
+from datetime import datetime, timedelta
 from decimal import Decimal
 
 from django.utils import timezone
 
-from metering.models import MeterType
-from metering.services import meter_type_create
+from metering.models import MeterType, PlanRate
+from metering.services import (
+    billing_account_create,
+    exchange_rate_set,
+    meter_type_create,
+    plan_assignment_create,
+    price_plan_create,
+)
 from metering.thresholds import thresholds_parse, thresholds_to_stored
 from metering.usage import UsageUpdate, usage_apply
 from tenants.models import Operator
@@ -65,6 +73,7 @@ def load_demo(*, operator: Operator) -> dict:
         ),
         active_from=week_ago - timedelta(days=1),
     )
+    billing = _billing_set_up(operator, api_calls, storage, since=week_ago - timedelta(days=1))
     rng = random.Random(7)  # noqa: S311 (the same demo every time; not a secret)
     applied = 0
     for day in range(7, -1, -1):
@@ -103,4 +112,55 @@ def load_demo(*, operator: Operator) -> dict:
                 operator=operator, updates=updates, now=max(u.event_time for u in updates)
             )
             applied += result.applied + result.late_applied
-    return {"meterTypes": [api_calls.name, storage.name], "usageApplied": applied}
+    return {
+        "meterTypes": [api_calls.name, storage.name],
+        "usageApplied": applied,
+        "billingAccounts": billing,
+    }
+
+
+def _billing_set_up(
+    operator: Operator, api_calls: MeterType, storage: MeterType, *, since: datetime
+) -> list[str]:
+    plan = price_plan_create(
+        operator=operator,
+        name="Standard",
+        description="API calls in tiers, storage by the GB.",
+        rates=[
+            {
+                "meter_type_id": api_calls.pk,
+                "model": PlanRate.Model.GRADUATED,
+                "tiers": [
+                    {"upTo": 1000, "unitPrice": Decimal("0.01")},
+                    {"upTo": None, "unitPrice": Decimal("0.008")},
+                ],
+            },
+            {
+                "meter_type_id": storage.pk,
+                "model": PlanRate.Model.PER_UNIT,
+                "unit_price": Decimal("0.05"),
+            },
+        ],
+    )
+    accounts = []
+    for index, customer in enumerate(CUSTOMERS):
+        account = billing_account_create(
+            operator=operator,
+            account_id=f"acct-{customer.split('@')[0]}",
+            customer_id=customer,
+            invoice_currency="EUR" if index == 1 else operator.base_currency,
+        )
+        plan_assignment_create(
+            operator=operator,
+            account=account,
+            plan=plan,
+            effective_from=since.date(),
+            cycle="MONTHLY",
+            anchor_day=1,
+        )
+        accounts.append(account.account_id)
+    if operator.base_currency != "EUR":
+        exchange_rate_set(
+            operator=operator, currency="EUR", date=since.date(), rate=Decimal("0.92")
+        )
+    return accounts

@@ -545,3 +545,51 @@ def test_csv_gives_the_same_numbers(client, data):
         ("c2", day(1), "10"),
     ]
     assert {row["groupByField"] for row in rows} == {"CUSTOMER_ID"}
+
+
+def test_buckets_are_utc_whatever_the_meter_types_time_zone(client, acme):
+    """Berlin's clocks went forward on 2024-03-31 at 01:00 UTC: the buckets do not."""
+    berlin = meter_type_create(
+        operator=acme.operator,
+        name="Berlin",
+        unit="units",
+        category="Berlin",
+        aggregation="Sum",
+        timezone="Europe/Berlin",
+        reset_cron="0 0 1 * *",
+        active_from=None,
+    )
+    usage_apply(
+        operator=acme.operator,
+        updates=[
+            UsageUpdate(berlin.pk, None, "key", "c1", Decimal(value), at(when))
+            for when, value in (
+                ("2024-03-30T23:30", "1"),  # 00:30 in Berlin, on the 31st
+                ("2024-03-31T00:30", "2"),
+                ("2024-03-31T01:30", "4"),  # 03:30 in Berlin: 02:00-03:00 never was
+                ("2024-03-31T22:30", "8"),  # 00:30 on April 1st in Berlin
+            )
+        ],
+        now=at("2024-04-02T00:00"),
+    )
+    daily, hourly = query(
+        client,
+        {"id": "d", "name": "USAGE"},
+        {"id": "h", "name": "USAGE", "aggregationPeriod": "HOUR"},
+        window=("2024-03-30T23:00:00Z", "2024-03-31T03:00:00Z"),
+    )
+    assert daily["data"][0]["timestamps"] == [
+        "2024-03-30T00:00:00.000Z",
+        "2024-03-31T00:00:00.000Z",
+    ]
+    assert series(daily) == {None: [1, 6]}
+    assert hourly["data"][0]["timestamps"] == [
+        f"2024-03-3{day}T{hour:02d}:00:00.000Z" for day, hour in ((0, 23), (1, 0), (1, 1), (1, 2))
+    ]
+    assert series(hourly) == {None: [1, 2, 4, 0]}
+    (whole_day,) = query(
+        client,
+        {"id": "d", "name": "USAGE"},
+        window=("2024-03-31T00:00:00Z", "2024-04-01T00:00:00Z"),
+    )
+    assert series(whole_day) == {None: [14]}

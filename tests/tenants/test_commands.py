@@ -174,6 +174,24 @@ def test_load_demo_creates_an_operator_application_and_staff_login():
         Client(), printed["application"]["clientId"], printed["application"]["clientSecret"]
     )
     assert set(token["scope"].split()) >= set(ALL_SCOPES)
+    # The demo's usage earned revenue as it was applied.
+    end = timezone.now().replace(minute=0, second=0, microsecond=0) + timedelta(hours=1)
+    answer = Client(HTTP_AUTHORIZATION=f"Bearer {token['access_token']}").post(
+        "/metrics",
+        {
+            "startTime": (end - timedelta(days=10)).isoformat(),
+            "endTime": end.isoformat(),
+            "metricQueries": [{"id": "r", "name": "REVENUE", "groupBy": "ACCOUNT_ID"}],
+        },
+        content_type="application/json",
+    )
+    assert answer.status_code == 200, answer.content
+    earned = {
+        item["groupedBy"]["fieldValue"]: sum(item["metricValues"])
+        for item in answer.json()["results"][0]["data"]
+    }
+    assert set(earned) == set(printed["demo"]["metering"]["billingAccounts"])
+    assert all(value > 0 for value in earned.values())
 
     staff = printed["staff"]
     browser = Client()
