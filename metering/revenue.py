@@ -152,17 +152,24 @@ def _accounts_resolve(operator: Operator, accruals: Sequence[Accrual]) -> dict[s
     locks its account for update) waits for them, and they for it."""
     hints = sorted({accrual.account_hint for accrual in accruals if accrual.account_hint})
     users = sorted({accrual.user_id for accrual in accruals if not accrual.account_hint})
+    accounts, customers = BillingAccount._meta.db_table, Customer._meta.db_table
     with connection.cursor() as cursor:
         cursor.execute(
             f"""
             SELECT a.id::text, a.account_id, c.external_id
-            FROM {BillingAccount._meta.db_table} a
-            JOIN {Customer._meta.db_table} c ON c.id = a.customer_id
-            WHERE a.operator_id = %s AND (a.account_id = ANY(%s) OR c.external_id = ANY(%s))
+            FROM {accounts} a
+            JOIN {customers} c ON c.id = a.customer_id
+            WHERE a.id IN (
+                -- Two index lookups: by account id, and by customer id.
+                SELECT id FROM {accounts} WHERE operator_id = %s AND account_id = ANY(%s)
+                UNION
+                SELECT b.id FROM {customers} u JOIN {accounts} b ON b.customer_id = u.id
+                WHERE u.operator_id = %s AND u.external_id = ANY(%s)
+            )
             ORDER BY a.id
             FOR SHARE OF a
             """,  # noqa: S608 (our tables)
-            [operator.pk, hints, users],
+            [operator.pk, hints, operator.pk, users],
         )
         rows = cursor.fetchall()
     if not rows:
