@@ -4,6 +4,7 @@ import uuid
 
 from django.contrib.postgres.indexes import BrinIndex
 from django.db import models
+from django.db.models import Q
 from django.utils import timezone
 
 from common.json import ExactJSONDecoder, ExactJSONEncoder
@@ -201,6 +202,8 @@ class EventRollup(models.Model):
         indexes = [
             models.Index(fields=["operator", "hour"], name="eventrollup_operator_hour_idx"),
             models.Index(fields=["collector", "status"], name="eventrollup_collector_idx"),
+            # Buckets a status change emptied, removed after each fold.
+            models.Index(fields=["hour"], name="eventrollup_empty_idx", condition=Q(count=0)),
         ]
 
     def __str__(self) -> str:
@@ -215,7 +218,10 @@ class CustomerEventRollup(models.Model):
     a customer nor an account id have no row here); readers add the pending deltas.
     """
 
-    operator = models.ForeignKey(Operator, on_delete=models.CASCADE, related_name="+")
+    # The composite indexes lead with the operator: no index of its own to maintain.
+    operator = models.ForeignKey(
+        Operator, on_delete=models.CASCADE, related_name="+", db_index=False
+    )
     customer_id = models.TextField(blank=True, default="")
     account_id = models.TextField(blank=True, default="")
     type = models.TextField(blank=True, default="")
@@ -225,15 +231,22 @@ class CustomerEventRollup(models.Model):
 
     class Meta:
         constraints = [
+            # A customer's counts over a window are one index range, read from the index
+            # alone (the count is included); only the fold writes here.
             models.UniqueConstraint(
-                fields=["operator", "customer_id", "account_id", "type", "status", "hour"],
+                fields=["operator", "customer_id", "hour", "account_id", "type", "status"],
                 name="customereventrollup_unique_bucket",
+                include=["count"],
             ),
         ]
         indexes = [
             models.Index(
-                fields=["operator", "account_id", "hour"], name="customerevent_account_idx"
+                fields=["operator", "account_id", "hour"],
+                name="customerevent_account_idx",
+                include=["customer_id", "type", "status", "count"],
             ),
+            # Buckets a status change emptied, removed after each fold.
+            models.Index(fields=["hour"], name="customerevent_empty_idx", condition=Q(count=0)),
         ]
 
     def __str__(self) -> str:

@@ -246,7 +246,10 @@ class UsageRollup(models.Model):
     account the usage was attributed to (`metering.revenue`), or "" for none.
     """
 
-    operator = models.ForeignKey(Operator, on_delete=models.CASCADE, related_name="+")
+    # The composite indexes lead with the operator: no index of its own to maintain.
+    operator = models.ForeignKey(
+        Operator, on_delete=models.CASCADE, related_name="+", db_index=False
+    )
     meter_type = models.ForeignKey(MeterType, on_delete=models.CASCADE, related_name="+")
     user_id = models.CharField(max_length=320)
     account_id = models.CharField(max_length=320, blank=True, default="")
@@ -257,9 +260,9 @@ class UsageRollup(models.Model):
 
     class Meta:
         constraints = [
-            # Customer first: a customer's usage over a window is one index range.
+            # Customer, then hour: a customer's usage over a window is one index range.
             models.UniqueConstraint(
-                fields=["operator", "user_id", "meter_type", "account_id", "hour"],
+                fields=["operator", "user_id", "hour", "meter_type", "account_id"],
                 name="rollup_unique_bucket",
             ),
         ]
@@ -278,7 +281,9 @@ class UsageTypeRollup(models.Model):
     the same statement batch as `UsageRollup`; Max/Min keep the extreme across
     customers too."""
 
-    operator = models.ForeignKey(Operator, on_delete=models.CASCADE, related_name="+")
+    operator = models.ForeignKey(
+        Operator, on_delete=models.CASCADE, related_name="+", db_index=False
+    )
     meter_type = models.ForeignKey(MeterType, on_delete=models.CASCADE, related_name="+")
     hour = models.DateTimeField()
     value = value_field(default=Decimal(0))

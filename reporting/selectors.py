@@ -244,6 +244,19 @@ def _event_rows(context, start, end, query, filters) -> list[tuple]:
 
 # -- USAGE and REVENUE ---------------------------------------------------------------------
 
+# Max and Min types keep rows of their own; every adding type's rows are summed together
+# in SQL (one row per bucket and group instead of one per meter type too).
+_TYPE_APART = "CASE WHEN meter_type_id = ANY(%s::uuid[]) THEN meter_type_id::text END"
+
+
+def _extreme_types(context: _Context, query: MetricQuery) -> list[str]:
+    """The Max and Min types a query must fold apart (none for revenue, which adds)."""
+    if query.metric in (REVENUE, REVENUE_FOR_CYCLE):
+        return []
+    extremes = (MeterType.Aggregation.MAX, MeterType.Aggregation.MIN)
+    return [pk for pk, (_, aggregation) in context.types.items() if aggregation in extremes]
+
+
 _USAGE_GROUPS = {CUSTOMER_ID: "user_id", ACCOUNT_ID: "account_id", USAGE_METER_ID: "meter_type_id"}
 
 
@@ -281,12 +294,12 @@ def _usage_rows(context, start, end, query, filters) -> list[tuple]:
         return _invoice_rows(context, rows)
     return _fetch(
         f"""
-        SELECT date_trunc(%s, hour, 'UTC'), {group}, meter_type_id::text,
+        SELECT date_trunc(%s, hour, 'UTC'), {group}, {_TYPE_APART},
                sum({column}), max({column}), min({column})
         FROM {table} WHERE {where}
         GROUP BY 1, 2, 3
         """,  # noqa: S608 (names are ours; values are parameters)
-        [query.period.lower(), *params],
+        [query.period.lower(), _extreme_types(context, query), *params],
     )
 
 
@@ -324,12 +337,12 @@ def _cycle_rows(context, start, end, query, filters) -> list[tuple]:
         column = "revenue" if query.metric == REVENUE_FOR_CYCLE else "usage"
         rows = _fetch(
             f"""
-            SELECT cycle_start, {group}, meter_type_id::text,
+            SELECT cycle_start, {group}, {_TYPE_APART},
                    sum({column}), max({column}), min({column})
             FROM {table} WHERE {where} AND usage IS NOT NULL
             GROUP BY 1, 2, 3
             """,  # noqa: S608 (names are ours; values are parameters)
-            params,
+            [_extreme_types(context, query), *params],
         )
     return [(_midnight(day), *rest) for day, *rest in rows]
 

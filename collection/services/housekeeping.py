@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from datetime import datetime
 
-from django.db import connection
+from django.db import connection, transaction
 from django.utils import timezone
 
 from collection.models import CustomerEventRollup, EventRollup, EventRollupDelta
@@ -14,7 +14,18 @@ from common.db import deltas_fold
 
 def rollups_fold() -> int:
     """Move rollup deltas into both sets of buckets (per collector, and per customer and
-    account); returns how many deltas were folded."""
+    account); returns how many deltas were folded. Buckets left at zero (every record
+    passes through UNPROCESSED and IN_PROGRESS) are removed, so reports read only counts."""
+    with transaction.atomic():
+        folded = _fold()
+        with connection.cursor() as cursor:
+            for model in (EventRollup, CustomerEventRollup):
+                # Served by the partial index on empty buckets.
+                cursor.execute(f"DELETE FROM {model._meta.db_table} WHERE count = 0")  # noqa: S608
+    return folded
+
+
+def _fold() -> int:
     return deltas_fold(
         deltas_table=EventRollupDelta._meta.db_table,
         buckets_table=EventRollup._meta.db_table,

@@ -56,13 +56,23 @@ def test_stored_records_are_counted_per_customer_and_account():
                     account,
                 ],
             )
+        # A record of an operator deleted since (records keep no foreign key).
+        cursor.execute(
+            """
+            INSERT INTO collection_record (id, received_at, event_time, operator_id,
+                collector_id, ingestion_id, status, record_id, type, customer_id, payload)
+            VALUES (99, %s, %s, %s, %s, %s, 3, 'orphan', 'call', 'alice', '{}')
+            """,
+            [moment, moment, uuid.uuid4(), collector.pk, uuid.uuid4()],
+        )
     try:
         apps = migrate([("collection", "0003_customer_event_rollups")])
         Rollup = apps.get_model("collection", "CustomerEventRollup")
         found = {
             (row.customer_id, row.account_id, row.type, row.status, row.hour, row.count)
-            for row in Rollup.objects.all()
+            for row in Rollup.objects.filter(operator_id=operator.pk)
         }
+        assert not Rollup.objects.exclude(operator_id=operator.pk).exists()
         hour = moment.replace(minute=0)
         assert found == {
             ("alice", "acc-a", "call", 3, hour, 2),
