@@ -98,16 +98,14 @@ class _Rate:
         )
 
 
-def revenue_accrue(operator: Operator, accruals: Sequence[Accrual]) -> None:
-    """Attribute each accrual to an account and, where it falls in a pricing cycle, add
-    it to the cycle's usage and charge; fills `account_key` and `revenue`."""
-    if not accruals:
-        return
+def revenue_accrue(
+    operator: Operator, accounts: dict[str, _Account], accruals: Sequence[Accrual]
+) -> None:
+    """Attribute each accrual to one of `accounts` (`accounts_find`) and, where it falls
+    in a pricing cycle, add it to the cycle's usage and charge; fills `account_key` and
+    `revenue`."""
     for accrual in accruals:  # as sent, until a billing account says otherwise
         accrual.account_key = accrual.account_hint or ""
-    accounts = _accounts_resolve(operator, accruals)
-    if not accounts:
-        return
     by_key: dict[tuple[str, str, datetime.date], list[Accrual]] = {}
     cycles: dict[tuple[str, str, datetime.date], tuple[_Account, Cycle]] = {}
     for accrual in accruals:
@@ -144,14 +142,15 @@ def revenue_accrue(operator: Operator, accruals: Sequence[Accrual]) -> None:
     _cycles_write(changes)
 
 
-def _accounts_resolve(operator: Operator, accruals: Sequence[Accrual]) -> dict[str, _Account]:
-    """The operator's billing accounts the batch may reach, keyed by "#<account id>" and
-    (for customers with exactly one) "@<user id>", with their schedules.
+def accounts_find(operator: Operator, *, hints: set[str], users: set[str]) -> dict[str, _Account]:
+    """The operator's billing accounts a batch may reach: those named by `hints` (the
+    records' accountIds) and the only account of each of `users` (customers of usage
+    naming none), keyed "#<account id>" and "@<user id>", with their schedules. Empty
+    (one query) for an operator without billing.
 
     The accounts are share-locked: batches go on side by side, while a repricing (which
     locks its account for update) waits for them, and they for it."""
-    hints = sorted({accrual.account_hint for accrual in accruals if accrual.account_hint})
-    users = sorted({accrual.user_id for accrual in accruals if not accrual.account_hint})
+    hints, users = sorted(hints), sorted(users)
     accounts, customers = BillingAccount._meta.db_table, Customer._meta.db_table
     with connection.cursor() as cursor:
         cursor.execute(

@@ -60,13 +60,14 @@ from metering.models import UsageRollup as Rollup
 from metering.models import UsageTypeRollup as TypeRollup
 from metering.notifications import NotificationItem, notifications_enqueue_many
 from metering.resets import meters_close_periods
-from metering.revenue import Accrual, revenue_accrue
+from metering.revenue import Accrual, accounts_find, revenue_accrue
 from metering.schedule import next_fire
 from metering.services import customers_ensure
 from metering.thresholds import thresholds_evaluate
 from tenants.models import Operator
 
 ONE = Decimal(1)
+ZERO = Decimal(0)
 _EPOCH = datetime.datetime(1970, 1, 1, tzinfo=datetime.UTC)
 _HOUR = datetime.timedelta(hours=1)
 # numeric(38, 10) holds 38 digits; sums of such values need a few more while folding.
@@ -202,18 +203,28 @@ def usage_apply(
         # statement and 8. the hourly rollups in two more. Pipelined: the server applies
         # the meters' change while this process builds the rollups.
         counted = current + matched
-        accruals = [
-            Accrual(
-                item.type.key,
-                item.type.kind,
-                item.update.user_id,
-                item.update.account_id,
-                item.value,
-                item.update.event_time,
-            )
-            for item in counted
-        ]
-        revenue_accrue(operator, accruals)
+        hints, users = set(), set()
+        for item in counted:
+            hint = item.update.account_id
+            if hint:
+                hints.add(hint)
+            else:
+                users.add(item.update.user_id)
+        accruals = None
+        accounts = accounts_find(operator, hints=hints, users=users) if counted else {}
+        if accounts:
+            accruals = [
+                Accrual(
+                    item.type.key,
+                    item.type.kind,
+                    item.update.user_id,
+                    item.update.account_id,
+                    item.value,
+                    item.update.event_time,
+                )
+                for item in counted
+            ]
+            revenue_accrue(operator, accounts, accruals)
         with _pipeline():
             if folds:
                 _meters_write(folds, now)
@@ -770,32 +781,42 @@ _ROLLUP_MERGE = """
 
 
 def _rollups_add(
-    operator: Operator, types: _Types, items: list[_Item], accruals: list[Accrual]
+    operator: Operator, types: _Types, items: list[_Item], accruals: list[Accrual] | None
 ) -> None:
     """Add the updates that counted (current ones and late ones that corrected a period)
     to the hourly buckets of their event times: (customer, meter type, account, hour)
-    and (meter type, hour), with the revenue each one earned."""
+    and (meter type, hour), with the revenue each one earned (`accruals`, in the order
+    of `items`; None: no billing account was reached, so the records' accountIds and no
+    revenue)."""
     buckets: dict[tuple[str, str, str, int], _Bucket] = {}
-    by_type: dict[tuple[str, int], _Bucket] = {}
-    for item, accrual in zip(items, accruals, strict=True):
+    for index, item in enumerate(items):
         update = item.update
         hour = (update.event_time - _EPOCH) // _HOUR
-        kind, value, revenue = item.type.kind, item.value, accrual.revenue
-        key = (item.type.key, update.user_id, accrual.account_key, hour)
+        if accruals is None:
+            account, revenue = update.account_id or "", ZERO
+        else:
+            accrual = accruals[index]
+            account, revenue = accrual.account_key, accrual.revenue
+        key = (item.type.key, update.user_id, account, hour)
         bucket = buckets.get(key)
         if bucket is None:
-            buckets[key] = _Bucket(key[0], key[1], key[2], hour, value, revenue, 1)
+            buckets[key] = _Bucket(key[0], key[1], account, hour, item.value, revenue, 1)
         else:
-            bucket.v = _combine(kind, bucket.v, value)
+            bucket.v = _combine(item.type.kind, bucket.v, item.value)
             bucket.r += revenue
             bucket.n += 1
-        total = by_type.get((item.type.key, hour))
+    # The per-type buckets fold the per-customer ones (fewer than the items).
+    by_type: dict[tuple[str, int], _Bucket] = {}
+    for bucket in buckets.values():
+        total = by_type.get((bucket.t, bucket.h))
         if total is None:
-            by_type[(item.type.key, hour)] = _Bucket(item.type.key, "", "", hour, value, revenue, 1)
+            by_type[(bucket.t, bucket.h)] = _Bucket(
+                bucket.t, "", "", bucket.h, bucket.v, bucket.r, bucket.n
+            )
         else:
-            total.v = _combine(kind, total.v, value)
-            total.r += revenue
-            total.n += 1
+            total.v = _combine(types.by_key[bucket.t].kind, total.v, bucket.v)
+            total.r += bucket.r
+            total.n += bucket.n
     if not buckets:
         return
     extreme: tuple[list[str], list[str]] = ([], [])  # Max type ids, Min type ids
