@@ -211,12 +211,16 @@ def test_a_second_execution_continues_the_scripts_state(client, printing):
     # Same-second duplicates may now also match events of the first execution, so any
     # of a printer's records may be the one left out: the added value is the sum of as
     # many of its records as reached the meter.
+    # The simulated timestamps are random within the last minute, so which records
+    # collide is chance: a few at most, and what did reach each meter adds up exactly.
     sheets = sheets_by_printer()
+    left_out = 0
     for printer, (value, count) in totals.items():
         added = count - first[printer][1]
-        assert added >= len(sheets[printer]) - 1
+        left_out += len(sheets[printer]) - added
         possible = {sum(chosen) for chosen in combinations(sheets[printer], added)}
         assert value - first[printer][0] in possible
+    assert 0 <= left_out <= 2
     # Deduplicate 2 and 3 keep printer ids for a day: no second ink or service line.
     assert len(logged(stream_id, "To Order Ink")) == 1
     assert len(logged(stream_id, "To Service")) == 2
