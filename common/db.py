@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 
 from django.db import connection, transaction
 
@@ -13,6 +13,7 @@ def deltas_fold(
     buckets_table: str,
     keys: Sequence[str],
     also: Sequence[tuple[str, Sequence[str], Sequence[str]]] = (),
+    computed: Mapping[str, str] | None = None,
 ) -> int:
     """Move append-only count deltas into their buckets; returns how many were folded.
 
@@ -21,12 +22,18 @@ def deltas_fold(
     each delta exactly once even with two folds at a time, and one upsert adds the sums.
     `also` names more bucket tables filled from the same deltas, each as (table, keys,
     columns of which at least one must be non-empty text for a delta to count there).
-    Table and column names are the callers' own, never user input.
+    `computed` names key columns the deltas do not have, each with the SQL expression
+    over a delta's columns that gives it (a coarser bucket: `{"day": "hour::date"}`).
+    Table and column names and expressions are the callers' own, never user input.
     """
+    computed = computed or {}
     targets = [(buckets_table, list(keys), [])] + [
         (table, list(columns), list(needed)) for table, columns, needed in also
     ]
-    returned = ", ".join(dict.fromkeys(column for _, columns, _ in targets for column in columns))
+    returned = ", ".join(
+        f"{computed[column]} AS {column}" if column in computed else column
+        for column in dict.fromkeys(column for _, columns, _ in targets for column in columns)
+    )
     parts = []
     for index, (table, columns, needed) in enumerate(targets):
         names = ", ".join(columns)

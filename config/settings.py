@@ -52,6 +52,8 @@ MIDDLEWARE = [
     "common.api.limits.RequestSizeLimitMiddleware",
     "common.api.ratelimit.RateLimitHeadersMiddleware",
     "common.api.errors.DatabaseUnavailableMiddleware",
+    # Counts operators' API calls in Redis (tenants.accounting), whatever the answer.
+    "tenants.middleware.ApiCallAccountingMiddleware",
 ]
 
 ROOT_URLCONF = "config.urls"
@@ -242,6 +244,11 @@ TALLY = {
         # endpoint (the ingestion statement re-checks that it is live); 0 turns it off.
         "COLLECTOR_CACHE_SECONDS": env_int("TALLY_COLLECTOR_CACHE_SECONDS", 5),
     },
+    # Usage accounting: hours a count may wait in Redis for the fold (Beat, every
+    # minute) before it expires; a Beat stopped longer than this loses counts.
+    "USAGE": {
+        "REDIS_HOURS": env_int("TALLY_USAGE_REDIS_HOURS", 72),
+    },
     # The stream runtime. Scripts (transforms/script): wall-clock milliseconds one node's
     # script may use per batch, V8 heap per script context, bytes of `state.node`.
     # transforms/http: hosts streams may call ("*" or names, comma separated; by default
@@ -256,6 +263,9 @@ TALLY = {
         "LOG_MAX_LINES": env_int("TALLY_STREAM_LOG_MAX_LINES", 1000),
     },
 }
+
+if TALLY["USAGE"]["REDIS_HOURS"] < 1:
+    raise ImproperlyConfigured("TALLY_USAGE_REDIS_HOURS must be at least 1.")
 
 LOG_LEVEL = env_str("LOG_LEVEL", "INFO").upper()
 LOGGING = {

@@ -37,6 +37,7 @@ from common.json import Raw, dumps
 from common.tasks import enqueue
 from metering.bulk import copy_rows
 from metering.models import DeliveryAttempt, Notification, WebhookEndpoint
+from tenants.accounting import GATEWAY_REQUEST, WEBHOOK, usage_count
 from tenants.models import Operator
 
 logger = logging.getLogger(__name__)
@@ -186,7 +187,8 @@ def notification_deliver(notification_id, now: datetime.datetime | None = None) 
     1. Claim it with a conditional update that pushes `next_attempt_at` out by a lease
        longer than the request timeout; only the worker whose update hit one row sends.
     2. Without an enabled endpoint, mark it SKIPPED.
-    3. POST it signed; record the attempt (status, response code, duration, error).
+    3. POST it signed; record the attempt (status, response code, duration, error) and
+       count it as a gateway request of the `webhook` connector (in Redis).
     4. 2xx → DELIVERED; otherwise retry after base * 2**(attempts - 1) seconds (at most
        an hour), until the attempt limit → FAILED. Every outcome is written only while
        the claim is still ours.
@@ -222,6 +224,14 @@ def notification_deliver(notification_id, now: datetime.datetime | None = None) 
         }
     )
     succeeded, response_status, error, duration_ms = _post(endpoint, notification, body, timeout)
+    # Each attempt, answered or not, is a gateway request through the endpoint.
+    usage_count(
+        operator_id=notification.operator_id,
+        kind=GATEWAY_REQUEST,
+        key=WEBHOOK,
+        connection=str(endpoint.pk),
+        at=now,
+    )
     DeliveryAttempt.objects.create(
         notification_id=notification.pk,
         attempted_at=now,

@@ -18,6 +18,12 @@ from tenants.models import (
     OperatorMembership,
     PlatformApiKey,
     PlatformSettings,
+    UsageCounter,
+    UsageCounterDaily,
+    UsageCounterDekad,
+    UsageCounterDelta,
+    UsageCounterMonthly,
+    UsageFold,
 )
 from tenants.scopes import SCOPES
 
@@ -286,13 +292,92 @@ class PlatformSettingsAdmin(admin.ModelAdmin):
 
     def save_model(self, request, obj: PlatformSettings, form, change) -> None:
         saved = services.platform_settings_update(
-            name=obj.name, contact_email=obj.contact_email, webhook_url=obj.webhook_url
+            name=obj.name,
+            contact_email=obj.contact_email,
+            webhook_url=obj.webhook_url,
+            billing={field: getattr(obj, field) for field in PlatformSettings.BILLING_WEIGHTS},
         )
         adopt_created(obj, saved)
 
     def changelist_view(self, request, extra_context=None):
         row = PlatformSettings.load()
         return HttpResponseRedirect(reverse("admin:tenants_platformsettings_change", args=[row.pk]))
+
+
+class UsageCounterAdminBase(admin.ModelAdmin):
+    """Usage counts, read-only: they change only by folding (tenants.accounting)."""
+
+    list_filter = ["kind", "key"]
+    list_select_related = ["operator"]
+    search_fields = ["=operator__id", "operator__name", "=connection"]
+    show_full_result_count = False
+
+    def has_add_permission(self, request) -> bool:
+        return False
+
+    def has_change_permission(self, request, obj=None) -> bool:
+        return False
+
+    def has_delete_permission(self, request, obj=None) -> bool:
+        return False
+
+
+@admin.register(UsageCounter)
+class UsageCounterAdmin(UsageCounterAdminBase):
+    list_display = ["operator", "hour", "kind", "key", "connection", "count"]
+    date_hierarchy = "hour"
+    ordering = ["-hour"]
+
+
+@admin.register(UsageCounterDaily)
+class UsageCounterDailyAdmin(UsageCounterAdminBase):
+    list_display = ["operator", "day", "kind", "key", "connection", "count"]
+    date_hierarchy = "day"
+    ordering = ["-day"]
+
+
+@admin.register(UsageCounterDekad)
+class UsageCounterDekadAdmin(UsageCounterAdminBase):
+    list_display = ["operator", "dekad", "kind", "key", "connection", "count"]
+    date_hierarchy = "dekad"
+    ordering = ["-dekad"]
+
+
+@admin.register(UsageCounterMonthly)
+class UsageCounterMonthlyAdmin(UsageCounterAdminBase):
+    list_display = ["operator", "month_name", "kind", "key", "connection", "count"]
+    ordering = ["-month"]
+
+    @admin.display(description="month", ordering="month")
+    def month_name(self, obj: UsageCounterMonthly) -> str:
+        return f"{obj.month:%Y-%m}"
+
+
+@admin.register(UsageCounterDelta)
+class UsageCounterDeltaAdmin(UsageCounterAdminBase):
+    """Counts written but not folded yet (the fold runs every minute)."""
+
+    list_display = ["operator", "hour", "kind", "key", "connection", "count"]
+    ordering = ["-id"]
+
+
+@admin.register(UsageFold)
+class UsageFoldAdmin(admin.ModelAdmin):
+    """One row per hour of counts moved from Redis, kept a few days (see
+    tenants.accounting)."""
+
+    list_display = ["hour", "folded_at", "counted", "id"]
+    date_hierarchy = "folded_at"
+    ordering = ["-folded_at"]
+
+    def has_add_permission(self, request) -> bool:
+        return False
+
+    def has_change_permission(self, request, obj=None) -> bool:
+        return False
+
+    def has_delete_permission(self, request, obj=None) -> bool:
+        return False
 
 
 def _show_secret_once(request, headline: str, values: dict[str, str]) -> None:

@@ -2,9 +2,11 @@ from __future__ import annotations
 
 import re
 import uuid
+from decimal import Decimal
 
 from django.conf import settings
 from django.contrib.postgres.fields import ArrayField
+from django.core.validators import MinValueValidator
 from django.db import models
 from django.utils import timezone
 
@@ -102,6 +104,16 @@ class ApplicationAccess(models.Model):
         return self.application.client_id
 
 
+def _weight_field(default: Decimal) -> models.DecimalField:
+    return models.DecimalField(
+        max_digits=20,
+        decimal_places=10,
+        default=default,
+        db_default=default,
+        validators=[MinValueValidator(0)],
+    )
+
+
 class PlatformSettings(models.Model):
     """The platform's own profile (one row), read and written by the platform API."""
 
@@ -111,13 +123,36 @@ class PlatformSettings(models.Model):
     name = models.CharField(max_length=200, default="Tally")
     contact_email = models.EmailField(blank=True)
     webhook_url = models.URLField(max_length=2000, blank=True)
+    # The billing report's units per API call, gateway request, event ingested and
+    # (decimal) gigabyte stored. By default every call, request and event is one unit
+    # and storage is free.
+    billing_api_call_weight = _weight_field(Decimal(1))
+    billing_gateway_request_weight = _weight_field(Decimal(1))
+    billing_event_weight = _weight_field(Decimal(1))
+    billing_storage_gb_weight = _weight_field(Decimal(0))
     updated_at = models.DateTimeField(auto_now=True)
+
+    BILLING_WEIGHTS = (
+        "billing_api_call_weight",
+        "billing_gateway_request_weight",
+        "billing_event_weight",
+        "billing_storage_gb_weight",
+    )
 
     class Meta:
         verbose_name = "platform settings"
         verbose_name_plural = "platform settings"
         constraints = [
             models.CheckConstraint(condition=models.Q(id=1), name="platformsettings_singleton"),
+            models.CheckConstraint(
+                condition=models.Q(
+                    billing_api_call_weight__gte=0,
+                    billing_gateway_request_weight__gte=0,
+                    billing_event_weight__gte=0,
+                    billing_storage_gb_weight__gte=0,
+                ),
+                name="platformsettings_weights_not_negative",
+            ),
         ]
 
     def __str__(self) -> str:
@@ -162,12 +197,15 @@ class UsageCounter(models.Model):
     """An hourly count of one kind of platform usage for one operator.
 
     `kind` says what is counted (`gateway_request`, `api_call`, `event`); `key` names the
-    thing it went through (for gateway requests the connector slug, `online-collection`)
-    and `connection` the operator's instance of it (for collectors, the collector id).
-    Writers never update these rows (a per-operator hot row would serialise every
-    request of that operator on its commit): `usage_counter_add` appends a
-    `UsageCounterDelta` in the caller's transaction, and `usage_counters_fold` moves
-    deltas in here. `selectors.usage_counts` adds both, so counts are always exact.
+    thing it went through (for gateway requests the connector slug, for API calls the
+    endpoint category, for events the record type) and `connection` the operator's
+    instance of it (a collector id, a webhook endpoint id, `<stream id>/<node id>`); see
+    `tenants.accounting`. Writers never update these rows (a per-operator hot row would
+    serialise every request of that operator on its commit): counts arrive as
+    `UsageCounterDelta` rows (appended by the ingestion statement, or by the fold of the
+    counts kept in Redis), and `usage_counters_fold` moves them in here and into the
+    daily, dekad and monthly rollups in one statement. `selectors.usage_counts` and
+    `selectors.usage_totals` add the pending deltas, so counts are always exact.
     """
 
     operator = models.ForeignKey(Operator, on_delete=models.CASCADE, related_name="usage_counters")
@@ -205,3 +243,104 @@ class UsageCounterDelta(models.Model):
 
     def __str__(self) -> str:
         return f"{self.kind} {self.key} +{self.count}"
+
+
+class UsageCounterDaily(models.Model):
+    """The `UsageCounter` buckets of one UTC day, summed: what reports over whole days
+    read (a year is 365 rows per bucket instead of 8,760). Written only by the fold, in
+    the statement that writes the hourly buckets."""
+
+    operator = models.ForeignKey(Operator, on_delete=models.CASCADE, related_name="+")
+    day = models.DateField()
+    kind = models.CharField(max_length=32)
+    key = models.CharField(max_length=100, blank=True, default="")
+    connection = models.CharField(max_length=100, blank=True, default="")
+    count = models.BigIntegerField(default=0)
+
+    class Meta:
+        verbose_name = "usage counter (daily)"
+        verbose_name_plural = "usage counters (daily)"
+        constraints = [
+            models.UniqueConstraint(
+                fields=["operator", "day", "kind", "key", "connection"],
+                name="usagecounterdaily_unique_bucket",
+            ),
+        ]
+        # Reports read a range of days for every operator.
+        indexes = [models.Index(fields=["day"], name="usagecounterdaily_day_idx")]
+
+    def __str__(self) -> str:
+        return f"{self.kind} {self.key} {self.day}: {self.count}"
+
+
+class UsageCounterDekad(models.Model):
+    """The `UsageCounter` buckets of one dekad, summed: the 1st to the 10th, the 11th to
+    the 20th, or the 21st to the end of a UTC month (`dekad` is its first day). Reports
+    over ranges that cut months read these for most of the days of the partial months
+    (`selectors.usage_totals`), so that no range reads more than a few days' rows."""
+
+    operator = models.ForeignKey(Operator, on_delete=models.CASCADE, related_name="+")
+    dekad = models.DateField()
+    kind = models.CharField(max_length=32)
+    key = models.CharField(max_length=100, blank=True, default="")
+    connection = models.CharField(max_length=100, blank=True, default="")
+    count = models.BigIntegerField(default=0)
+
+    class Meta:
+        verbose_name = "usage counter (dekad)"
+        verbose_name_plural = "usage counters (dekad)"
+        constraints = [
+            models.UniqueConstraint(
+                fields=["operator", "dekad", "kind", "key", "connection"],
+                name="usagecounterdekad_unique_bucket",
+            ),
+        ]
+        indexes = [models.Index(fields=["dekad"], name="usagecounterdekad_dekad_idx")]
+
+    def __str__(self) -> str:
+        return f"{self.kind} {self.key} {self.dekad}: {self.count}"
+
+
+class UsageCounterMonthly(models.Model):
+    """The `UsageCounter` buckets of one UTC calendar month, summed (`month` is its
+    first day). A report over a year reads twelve rows per bucket, plus dekad and daily
+    rows for the months it covers only in part (`selectors.usage_totals`)."""
+
+    operator = models.ForeignKey(Operator, on_delete=models.CASCADE, related_name="+")
+    month = models.DateField()
+    kind = models.CharField(max_length=32)
+    key = models.CharField(max_length=100, blank=True, default="")
+    connection = models.CharField(max_length=100, blank=True, default="")
+    count = models.BigIntegerField(default=0)
+
+    class Meta:
+        verbose_name = "usage counter (monthly)"
+        verbose_name_plural = "usage counters (monthly)"
+        constraints = [
+            models.UniqueConstraint(
+                fields=["operator", "month", "kind", "key", "connection"],
+                name="usagecountermonthly_unique_bucket",
+            ),
+        ]
+        indexes = [models.Index(fields=["month"], name="usagecountermonthly_month_idx")]
+
+    def __str__(self) -> str:
+        return f"{self.kind} {self.key} {self.month:%Y-%m}: {self.count}"
+
+
+class UsageFold(models.Model):
+    """A marker: the counts Redis held under one folding key were written (see
+    `tenants.accounting`). Its primary key lets exactly one fold write them; markers
+    are deleted once their folding key has expired for certain."""
+
+    id = models.UUIDField(primary_key=True, editable=False)
+    hour = models.DateTimeField()
+    folded_at = models.DateTimeField(default=timezone.now)
+    counted = models.BigIntegerField(default=0)
+
+    class Meta:
+        verbose_name = "usage fold"
+        indexes = [models.Index(fields=["folded_at"], name="usagefold_folded_at_idx")]
+
+    def __str__(self) -> str:
+        return f"{self.hour:%Y-%m-%d %H}h folded at {self.folded_at:%Y-%m-%d %H:%M:%S}"

@@ -33,6 +33,8 @@ class OperatorOAuth2Validator(OAuth2Validator):
 
     # One validator serves one token request (the view builds its server per request).
     _request = None
+    # The operator of the client authenticated, once it is (for the API-call count).
+    operator_id = None
 
     def _check_secret(self, provided_secret, stored_secret) -> bool:
         client = getattr(self._request, "client", None)
@@ -48,4 +50,7 @@ class OperatorOAuth2Validator(OAuth2Validator):
         if not super().authenticate_client(request, *args, **kwargs):
             return False
         access = getattr(request.client, "access", None)
-        return access is not None and access.operator.is_active
+        if access is None or not access.operator.is_active:
+            return False
+        self.operator_id = access.operator_id
+        return True

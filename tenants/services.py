@@ -7,16 +7,20 @@ import hmac
 import logging
 import secrets
 import time
-from collections.abc import Iterable
+from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
+from decimal import Decimal
 
+import redis
+from django.conf import settings
 from django.core.cache import cache
-from django.db import transaction
+from django.db import connection, transaction
 from django.utils import timezone
 from oauth2_provider.models import AccessToken, Application
 
 from common.db import deltas_fold
+from tenants import accounting
 from tenants.models import (
     CURRENCY_PATTERN,
     ApplicationAccess,
@@ -25,7 +29,11 @@ from tenants.models import (
     PlatformApiKey,
     PlatformSettings,
     UsageCounter,
+    UsageCounterDaily,
+    UsageCounterDekad,
     UsageCounterDelta,
+    UsageCounterMonthly,
+    UsageFold,
 )
 from tenants.scopes import ALL_SCOPES, normalize_scopes
 
@@ -268,9 +276,22 @@ def platform_key_mark_used(*, key: PlatformApiKey) -> None:
 
 
 def platform_settings_update(
-    *, name: str, contact_email: str, webhook_url: str
+    *,
+    name: str,
+    contact_email: str,
+    webhook_url: str,
+    billing: Mapping[str, Decimal] | None = None,
 ) -> PlatformSettings:
-    """Replace the platform profile (PUT semantics)."""
+    """Replace the platform profile (PUT semantics) and set the billing weights named in
+    `billing` (field name → units, at least 0); weights not named keep their values, so
+    a profile update never resets what the billing report charges."""
+    billing = dict(billing or {})
+    unknown = set(billing) - set(PlatformSettings.BILLING_WEIGHTS)
+    if unknown:
+        raise ValueError(f"Unknown billing weight {sorted(unknown)[0]!r}.")
+    for field, weight in billing.items():
+        if not isinstance(weight, Decimal) or not weight.is_finite() or weight < 0:
+            raise ValueError(f"{field} must be a decimal number of at least 0.")
     with transaction.atomic():
         row = PlatformSettings.objects.select_for_update().filter(
             id=PlatformSettings.SINGLETON_ID
@@ -278,13 +299,17 @@ def platform_settings_update(
         row.name = name
         row.contact_email = contact_email
         row.webhook_url = webhook_url
+        for field, weight in billing.items():
+            setattr(row, field, weight)
         row.save()
     return row
 
 
-# Usage counters (API-call and gateway accounting)
+# Usage counters (API-call, gateway and event accounting; see tenants.accounting)
 
-GATEWAY_REQUEST = "gateway_request"
+GATEWAY_REQUEST = accounting.GATEWAY_REQUEST
+# Fold markers outlive their folding keys (kept in Redis at most REDIS_HOURS) this much.
+FOLD_MARKER_MARGIN = timedelta(days=1)
 
 
 def usage_counter_add(
@@ -296,10 +321,11 @@ def usage_counter_add(
     count: int = 1,
     at: datetime | None = None,
 ) -> None:
-    """Add `count` to the operator's counter for the hour of `at` (default: now).
+    """Add `count` to the operator's counter for the hour of `at` (default: now), in the
+    caller's transaction: for counts that must commit or roll back with a write (most
+    counts go to Redis instead, `accounting.usage_count`).
 
-    Appends one delta row, in the caller's transaction when there is one: no row is
-    updated, so concurrent requests never wait for each other.
+    Appends one delta row: no row is updated, so concurrent writers never wait.
     """
     hour = (at or timezone.now()).astimezone(UTC).replace(minute=0, second=0, microsecond=0)
     UsageCounterDelta.objects.create(
@@ -307,10 +333,103 @@ def usage_counter_add(
     )
 
 
-def usage_counters_fold() -> int:
-    """Move counter deltas into their hourly buckets; returns how many were folded."""
-    return deltas_fold(
+def usage_counters_fold(*, now: datetime | None = None) -> int:
+    """Fold usage counts into the hourly, daily, dekad and monthly counters; returns how
+    many deltas were folded.
+
+    1. Each hour's counts in Redis are renamed to a folding key, and folding keys a
+       previous run left behind are taken up again (`tenants.accounting`).
+    2. Each folding key's counts become delta rows, in the statement that inserts its
+       marker: exactly once, whoever folds it and however often (`_usage_fold_one`).
+    3. All deltas, these and those written with ingestions, move into the four sets of
+       buckets in one statement (`common.db.deltas_fold`).
+    4. Markers older than any folding key can be are deleted.
+    A Redis that cannot be reached skips steps 1-2; its counts wait for the next run.
+    """
+    now = now or timezone.now()
+    try:
+        foldings = accounting.foldings_left_over() + accounting.hours_claim()
+    except redis.exceptions.RedisError as error:
+        logger.warning("Redis is unreachable (%s); usage counts there wait.", error)
+        foldings = []
+    for folding in foldings:
+        try:
+            _usage_fold_one(folding)
+        except redis.exceptions.RedisError as error:
+            logger.warning("Could not read %s (%s); the next fold will.", folding.key, error)
+    folded = deltas_fold(
         deltas_table=UsageCounterDelta._meta.db_table,
         buckets_table=UsageCounter._meta.db_table,
-        keys=["operator_id", "hour", "kind", "key", "connection"],
+        keys=USAGE_BUCKET_KEYS,
+        also=[
+            (UsageCounterDaily._meta.db_table, _bucket_keys("day"), []),
+            (UsageCounterDekad._meta.db_table, _bucket_keys("dekad"), []),
+            (UsageCounterMonthly._meta.db_table, _bucket_keys("month"), []),
+        ],
+        # UTC days, dekads and months, whatever the session's time zone.
+        computed={
+            "day": "(hour AT TIME ZONE 'UTC')::date",
+            "dekad": DEKAD_OF_HOUR,
+            "month": "date_trunc('month', hour AT TIME ZONE 'UTC')::date",
+        },
     )
+    kept = timedelta(hours=settings.TALLY["USAGE"]["REDIS_HOURS"]) + FOLD_MARKER_MARGIN
+    UsageFold.objects.filter(folded_at__lt=now - kept).delete()
+    return folded
+
+
+USAGE_BUCKET_KEYS = ["operator_id", "hour", "kind", "key", "connection"]
+# The first day of the hour's dekad: its month's 1st, 11th or 21st (UTC).
+DEKAD_OF_HOUR = (
+    "(date_trunc('month', hour AT TIME ZONE 'UTC')::date"
+    " + least((extract(day FROM hour AT TIME ZONE 'UTC')::integer - 1) / 10, 2) * 10)"
+)
+
+
+def _bucket_keys(period: str) -> list[str]:
+    return [period if column == "hour" else column for column in USAGE_BUCKET_KEYS]
+
+
+# The marker and the deltas in one statement: the marker's primary key lets one fold
+# through; a second waits for the first to commit, then inserts no marker and so no
+# deltas. Counts of operators deleted meanwhile are dropped (the buckets reference them).
+_FOLD_ONE_SQL = f"""
+WITH marker AS (
+    INSERT INTO {UsageFold._meta.db_table} (id, hour, folded_at, counted)
+    VALUES (%(id)s, %(hour)s, now(), %(counted)s)
+    ON CONFLICT (id) DO NOTHING
+    RETURNING id
+), added AS (
+    INSERT INTO {UsageCounterDelta._meta.db_table} (
+        operator_id, hour, kind, key, connection, count
+    )
+    SELECT c.operator_id, %(hour)s, c.kind, c.key, c.connection, c.count
+    FROM unnest(%(operators)s::uuid[], %(kinds)s::text[], %(keys)s::text[],
+        %(connections)s::text[], %(counts)s::bigint[])
+        AS c(operator_id, kind, key, connection, count)
+    WHERE EXISTS (SELECT FROM marker)
+        AND EXISTS (SELECT FROM {Operator._meta.db_table} o WHERE o.id = c.operator_id)
+)
+SELECT count(*) FROM marker
+"""  # noqa: S608 (our tables)
+
+
+def _usage_fold_one(folding: accounting.Folding) -> bool:
+    """Write a folding key's counts as deltas, unless its marker says they were; True
+    when this call wrote them. The key is released once that is committed."""
+    counts = accounting.folding_counts(folding)
+    params = {
+        "id": folding.fold_id,
+        "hour": folding.hour,
+        "counted": sum(count.n for count in counts),
+        "operators": [count.operator_id for count in counts],
+        "kinds": [count.kind for count in counts],
+        "keys": [count.key for count in counts],
+        "connections": [count.connection for count in counts],
+        "counts": [count.n for count in counts],
+    }
+    with transaction.atomic(), connection.cursor() as cursor:
+        cursor.execute(_FOLD_ONE_SQL, params)
+        (written,) = cursor.fetchone()
+        transaction.on_commit(lambda: accounting.folding_release(folding))
+    return bool(written)

@@ -12,7 +12,8 @@ def clear_expired_tokens() -> None:
 
 @shared_task(acks_late=True, reject_on_worker_lost=True, ignore_result=True)
 def usage_counters_fold() -> int:
-    """Fold API-call and gateway counter deltas into their hourly counters."""
+    """Fold the usage counts kept in Redis and the counter deltas into the hourly, daily,
+    dekad and monthly counters (exactly once, however often it runs)."""
     from tenants.services import usage_counters_fold as fold
 
     return fold()

@@ -20,8 +20,8 @@ from collection.services.idempotency import body_digest, idempotency_begin, idem
 from collection.services.work_queue import records_signal
 from common.errors import ServiceConflict
 from common.json import encode
+from tenants.accounting import EVENT, GATEWAY_REQUEST, TEXT_MAX_LENGTH, usage_count
 from tenants.models import UsageCounterDelta
-from tenants.services import GATEWAY_REQUEST, usage_counter_add
 
 logger = logging.getLogger(__name__)
 
@@ -98,9 +98,11 @@ _COPY_TYPES = ["text", "timestamptz", "text", "text", "text", "text"]
 # so concurrent batches sharing ids cannot deadlock; a key another transaction holds makes
 # this wait for it, then count as a duplicate); 2. insert the records whose key was new;
 # 3. append their rollup deltas; 4. write the ingestion row with the counts; 5. count the
-# gateway request (the same row `tenants.services.usage_counter_add` appends, inlined to
-# stay in this statement); 6. store the answer on the Idempotency-Key, if any. Steps 4-6
-# are the same in every ingestion statement (_TAIL_SQL).
+# gateway request and the events stored, by type (usage counter deltas, the rows
+# `tenants.services.usage_counter_add` appends, inlined to stay in this statement: exact,
+# and only for what was stored); 6. store the answer on the Idempotency-Key, if any.
+# Steps 4-6 are the same in every ingestion statement (_TAIL_SQL); step 5's events come
+# from `{events}`, grouped by type except for the one-record statement.
 _TAIL_SQL = """
 ), ingestion AS (
     INSERT INTO collection_ingestion (
@@ -117,6 +119,9 @@ _TAIL_SQL = """
     SELECT %(operator)s, date_trunc('hour', %(now)s::timestamptz), %(usage_kind)s,
         %(usage_key)s, %(collector_text)s, 1
     WHERE EXISTS (SELECT FROM live)
+    UNION ALL
+    SELECT %(operator)s, date_trunc('hour', %(now)s::timestamptz), %(event_kind)s,
+        {events}
 ), answered AS (
     UPDATE collection_idempotencykey k SET response = jsonb_build_object(
         'ingestionId', %(ingestion_text)s, 'accepted', i.accepted,
@@ -164,14 +169,23 @@ WITH live AS MATERIALIZED (
 # statement itself, which then is the whole write: one round trip in autocommit, without
 # the COPY, BEGIN and COMMIT round trips or the temporary table's truncation at commit (a
 # file operation that dominated single-record requests).
+# Events by type; a type longer than a counter key is counted under its first
+# TEXT_MAX_LENGTH characters.
+_EVENTS_GROUPED = (
+    f"left(type, {TEXT_MAX_LENGTH}), %(collector_text)s, count(*) "
+    f"FROM stored GROUP BY left(type, {TEXT_MAX_LENGTH})"
+)
 _FROM_STAGING = _INGEST_SQL.format(
-    source="collection_staging s", usage_table=UsageCounterDelta._meta.db_table
+    source="collection_staging s",
+    usage_table=UsageCounterDelta._meta.db_table,
+    events=_EVENTS_GROUPED,
 )
 _FROM_ARRAYS = _INGEST_SQL.format(
     source="unnest(%(record_ids)s::text[], %(event_times)s::timestamptz[], %(types)s::text[], "
     "%(customer_ids)s::text[], %(account_ids)s::text[], %(payloads)s::text[]) "
     "AS s(record_id, event_time, type, customer_id, account_id, payload)",
     usage_table=UsageCounterDelta._meta.db_table,
+    events=_EVENTS_GROUPED,
 )
 # One record, what a live client sends, has a statement of its own that does the same
 # with plain parameters: no arrays to write and unnest, no sort, no grouping (about a
@@ -207,7 +221,10 @@ WITH live AS MATERIALIZED (
 """.rstrip()
     + _TAIL_SQL
 )
-_FROM_ONE = _ONE_SQL.format(usage_table=UsageCounterDelta._meta.db_table)
+_FROM_ONE = _ONE_SQL.format(
+    usage_table=UsageCounterDelta._meta.db_table,
+    events=f"left(type, {TEXT_MAX_LENGTH}), %(collector_text)s, 1 FROM stored",
+)
 _ONE_NAMES = ("record_id", "event_time", "type", "customer_id", "account_id", "payload")
 COPY_THRESHOLD = 100
 _ARRAY_NAMES = ("record_ids", "event_times", "types", "customer_ids", "account_ids", "payloads")
@@ -225,10 +242,11 @@ def ingest(
     """Store a prepared batch durably, all or nothing, and count the request.
 
     One statement writes keys, records, rollup deltas, the ingestion row, the gateway
-    count and the Idempotency-Key's answer. Batches above COPY_THRESHOLD first COPY their
-    rows into a temporary table, inside a transaction with a statement timeout; smaller
-    ones pass them as arrays, and the statement is its own transaction. A database error
-    leaves nothing behind. The processing side is signalled once committed.
+    request and event counts and the Idempotency-Key's answer. Batches above
+    COPY_THRESHOLD first COPY their rows into a temporary table, inside a transaction
+    with a statement timeout; smaller ones pass them as arrays, and the statement is its
+    own transaction. A database error leaves nothing behind. The processing side is
+    signalled once committed.
     """
     ingestion_id = uuid.uuid4()
     params: dict[str, Any] = {
@@ -247,6 +265,7 @@ def ingest(
         "rejected": encode(batch.rejected).decode(),
         "usage_kind": GATEWAY_REQUEST,
         "usage_key": CONNECTOR,
+        "event_kind": EVENT,
         "key_id": idempotency_key_id,
         "active": Collector.Status.ACTIVE,
     }
@@ -284,8 +303,8 @@ def ingest(
 
 def ingestion_count_gateway_request(*, collector: Collector, at: datetime | None = None) -> None:
     """Count one gateway request through the collector's connection (the
-    `online-collection` connector) in the operator's hourly usage counters."""
-    usage_counter_add(
+    `online-collection` connector) in Redis, for the next usage fold. Never raises."""
+    usage_count(
         operator_id=collector.operator_id,
         kind=GATEWAY_REQUEST,
         key=CONNECTOR,
@@ -296,11 +315,9 @@ def ingestion_count_gateway_request(*, collector: Collector, at: datetime | None
 
 def ingestion_count_refused_request(*, collector: Collector) -> None:
     """Count a request that reached the collector but stored nothing (a bad body, a
-    replay, a conflict). Never fails the request it counts: a lost count is logged."""
-    try:
-        ingestion_count_gateway_request(collector=collector)
-    except Exception:
-        logger.exception("Could not count a gateway request for collector %s", collector.pk)
+    replay, a conflict): no database write for a request that wrote nothing, and a
+    Redis that cannot be reached loses the count, never the answer."""
+    ingestion_count_gateway_request(collector=collector)
 
 
 @dataclass(frozen=True)

@@ -15,6 +15,7 @@ from django.utils import timezone
 from oauth2_provider.models import AccessToken
 from rest_framework import authentication, exceptions
 
+from tenants.accounting import api_caller_mark
 from tenants.models import ApplicationAccess, Operator, PlatformApiKey
 from tenants.selectors import access_token_lookup, platform_key_lookup
 from tenants.services import operator_mark_active, platform_key_mark_used
@@ -118,6 +119,8 @@ class OperatorTokenAuthentication(authentication.BaseAuthentication):
             if seconds > 0:
                 _resolved_tokens.put(raw_token, client, token, seconds)
         operator_mark_active(operator_id=client.operator.pk)
+        # Counted as the operator's API call once answered, whatever the answer.
+        api_caller_mark(request, client.operator.pk)
         return client, token
 
     def _resolve(self, raw_token: str) -> tuple[ApiClient, AccessToken]:

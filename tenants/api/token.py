@@ -19,10 +19,12 @@ from django.utils.decorators import method_decorator
 from django.views import View
 from django.views.decorators.csrf import csrf_exempt
 from oauth2_provider.oauth2_backends import OAuthLibCore
+from oauth2_provider.settings import oauth2_settings
 
 from common.api.errors import error_body, error_response
 from common.api.ratelimit import rate_limit_take, remember_result
 from common.json import InvalidJSON, dumps, loads
+from tenants.accounting import api_caller_mark
 
 TOKEN_FIELDS = ("grant_type", "client_id", "client_secret", "audience", "scope")
 # What goes on to oauthlib; `audience` is Tally's own check.
@@ -107,7 +109,15 @@ def _same_audience(sent: str, expected: str) -> bool:
 
 
 class _ParamsCore(OAuthLibCore):
-    """Feeds oauthlib the parameters Tally already parsed, whatever the body's format."""
+    """Feeds oauthlib the parameters Tally already parsed, whatever the body's format,
+    and keeps its validator, which knows the operator of the client it authenticated."""
+
+    def __init__(self) -> None:
+        self.validator = oauth2_settings.OAUTH2_VALIDATOR_CLASS()
+        server = oauth2_settings.OAUTH2_SERVER_CLASS(
+            self.validator, **oauth2_settings.server_kwargs
+        )
+        super().__init__(server=server)
 
     def extract_body(self, request):
         return request.tally_oauth_params
@@ -158,12 +168,15 @@ class TokenView(View):
             raise TokenRequestError(400, "invalid_request", f"audience must be {expected}.")
 
         request.tally_oauth_params = [(key, data[key]) for key in OAUTH_FIELDS if key in data]
-        _uri, _headers, body, status = _ParamsCore().create_token_response(request)
+        core = _ParamsCore()
+        _uri, _headers, body, status = core.create_token_response(request)
         payload = loads(body)
         if status != 200:
             code = payload.get("error", "invalid_request")
             description = payload.get("error_description") or _DESCRIPTIONS.get(code, code)
             raise TokenRequestError(status, code, description)
+        # A token issued is an API call of the client's operator (category `oauth`).
+        api_caller_mark(request, core.validator.operator_id)
         answer = {
             "access_token": payload["access_token"],
             "expires_in": payload["expires_in"],

@@ -11,7 +11,8 @@ from tenants.services import platform_settings_update
 
 
 class PlatformSettingsView(PlatformAPIView):
-    """The platform's profile: name, contact e-mail and webhook URL."""
+    """The platform's profile: name, contact e-mail, webhook URL and the billing
+    report's weights."""
 
     @extend_schema(responses=PlatformSettingsSerializer, operation_id="platform_settings_get")
     def get(self, request: Request) -> Response:
@@ -25,9 +26,13 @@ class PlatformSettingsView(PlatformAPIView):
     def put(self, request: Request) -> Response:
         serializer = PlatformSettingsSerializer(data=request.data)
         serializer.is_valid(raise_exception=True)
+        data = serializer.validated_data
         row = platform_settings_update(
-            name=serializer.validated_data["name"],
-            contact_email=serializer.validated_data["contact_email"],
-            webhook_url=serializer.validated_data.get("webhook_url") or "",
+            name=data["name"],
+            contact_email=data["contact_email"],
+            webhook_url=data.get("webhook_url") or "",
+            billing={
+                field: data[field] for field in PlatformSettings.BILLING_WEIGHTS if field in data
+            },
         )
         return Response(PlatformSettingsSerializer(row).data)

@@ -54,7 +54,16 @@ def test_schema_describes_the_platform_settings_endpoint(schema):
         assert item[method]["security"] == [{"platformKey": []}]
     body = item["put"]["requestBody"]["content"]["application/json"]["schema"]["$ref"]
     request_schema = schema["components"]["schemas"][body.rsplit("/", 1)[-1]]
-    assert set(request_schema["properties"]) == {"name", "contactEmail", "webhookUrl"}
+    assert set(request_schema["properties"]) == {"name", "contactEmail", "webhookUrl", "billing"}
+    billing_ref = request_schema["properties"]["billing"]["$ref"]
+    billing = schema["components"]["schemas"][billing_ref.rsplit("/", 1)[-1]]
+    assert set(billing["properties"]) == {
+        "apiCallWeight",
+        "gatewayRequestWeight",
+        "eventWeight",
+        "storageGbWeight",
+    }
+    assert billing["properties"]["eventWeight"]["type"] == "number"
     response_ref = item["get"]["responses"]["200"]["content"]["application/json"]["schema"]
     response_schema = schema["components"]["schemas"][response_ref["$ref"].rsplit("/", 1)[-1]]
     assert "updatedAt" in response_schema["properties"]

@@ -14,6 +14,7 @@ from tenants.models import UsageCounter
 from tenants.selectors import usage_counts
 from tenants.services import GATEWAY_REQUEST, usage_counter_add, usage_counters_fold
 from tests.collection.conftest import data_url
+from tests.factories import OperatorFactory
 
 pytestmark = pytest.mark.django_db
 
@@ -26,7 +27,7 @@ def test_every_ingestion_request_counts_one_gateway_request(client, collector, a
     client.post(data_url(collector), {"data": [{"id": "a"}]})  # all duplicates
     client.post(data_url(collector), "{bad", content_type="application/json")  # 400
     usage_counters_fold()
-    counter = UsageCounter.objects.get(operator=acme.operator)
+    counter = UsageCounter.objects.get(operator=acme.operator, kind=GATEWAY_REQUEST)
     assert (counter.kind, counter.key, counter.connection) == (
         GATEWAY_REQUEST,
         CONNECTOR,
@@ -41,18 +42,17 @@ def test_requests_for_unknown_collectors_are_not_counted(client):
     assert not UsageCounter.objects.exists()
 
 
-def test_usage_counters_add_up_per_hour(acme):
+def test_usage_counters_add_up_per_hour():
+    operator = OperatorFactory()
     at = datetime(2026, 1, 1, 10, 30, tzinfo=UTC)
     for _ in range(3):
-        usage_counter_add(operator_id=acme.operator.pk, kind="api_call", at=at)
-    usage_counter_add(
-        operator_id=acme.operator.pk, kind="api_call", count=5, at=at.replace(hour=11)
-    )
+        usage_counter_add(operator_id=operator.pk, kind="api_call", at=at)
+    usage_counter_add(operator_id=operator.pk, kind="api_call", count=5, at=at.replace(hour=11))
     expected = {(at.replace(minute=0), "", ""): 3, (at.replace(hour=11, minute=0), "", ""): 5}
-    assert usage_counts(operator_id=acme.operator.pk, kind="api_call") == expected
+    assert usage_counts(operator_id=operator.pk, kind="api_call") == expected
     assert usage_counters_fold() == 4
-    assert usage_counts(operator_id=acme.operator.pk, kind="api_call") == expected
-    usage_counter_add(operator_id=acme.operator.pk, kind="api_call", at=at)
+    assert usage_counts(operator_id=operator.pk, kind="api_call") == expected
+    usage_counter_add(operator_id=operator.pk, kind="api_call", at=at)
     usage_counters_fold()
     rows = UsageCounter.objects.order_by("hour").values_list("hour", "count")
     assert [(hour.hour, count) for hour, count in rows] == [(10, 4), (11, 5)]

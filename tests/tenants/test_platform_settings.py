@@ -28,7 +28,7 @@ def test_get_returns_the_platform_profile(api_client, platform_key):
 
     assert response.status_code == 200, response.content
     body = response.json()
-    assert set(body) == {"name", "contactEmail", "webhookUrl", "updatedAt"}
+    assert set(body) == {"name", "contactEmail", "webhookUrl", "billing", "updatedAt"}
     assert body["name"] == "Tally"
     assert body["contactEmail"] is None
     assert body["webhookUrl"] is None

@@ -37,7 +37,9 @@ The rules Tally settles where the reference product's export leaves them implici
   their `{{param:…}}` references). `useMockData` is therefore not needed and ignored, as
   are `useCache` / `cacheSeconds` (off in every real export): each record is one call.
 * Every request that leaves Tally (token requests and redirect hops included) counts as
-  a gateway request of the operator on the connection `<stream id>:<node id>`.
+  a gateway request of the operator on the connection `<stream id>/<node id>`, as it
+  goes out (in Redis, `tenants.accounting`): a pass rolled back does not undo a request
+  that was made, and a rerun answered from the memo sends nothing and counts nothing.
 * Delivery is at least once: within a batch a request is never repeated (re-run passes
   reuse its answer), but a batch whose worker dies is processed again, requests
   included. An API that must not see a request twice should be given an idempotency key
@@ -72,7 +74,7 @@ from streams.runtime.paths import (
     compile_template,
     to_text,
 )
-from tenants.services import GATEWAY_REQUEST, usage_counter_add
+from tenants.accounting import GATEWAY_REQUEST, HTTP, usage_count
 
 PREFIX = "transforms/http"
 MAX_RETRIES = 12
@@ -85,7 +87,6 @@ TOKEN_EXPIRY_MARGIN_SECONDS = 30
 TOKEN_DEFAULT_LIFETIME_SECONDS = 300
 _RETRYABLE_STATUSES = frozenset({429})
 _BODYLESS_METHODS = frozenset({"GET", "HEAD"})
-_SENT_KEY = "requests_sent"
 
 
 @dataclass(frozen=True)
@@ -167,20 +168,6 @@ class HttpCall(Function):
                 continue
             emit(Item(payload, item.origin))
 
-    def finish(self, emit: Emit, *, end_of_execution: bool) -> None:
-        # Counted here, from the memo, rather than as each request goes out: a pass that
-        # fails records is rolled back (its counter rows with it) and rerun without
-        # calling again, so the pass that commits writes the total of every pass.
-        sent = self.ctx.memo.get(_SENT_KEY, 0)
-        if sent and self.ctx.side_effects:
-            usage_counter_add(
-                operator_id=self.ctx.operator_id,
-                kind=GATEWAY_REQUEST,
-                key="http",
-                connection=f"{self.ctx.stream_id}:{self.ctx.node_id}"[:100],
-                count=sent,
-            )
-
     # --- Calling --------------------------------------------------------------------
 
     def _call(self, params: dict[str, Any], request: _Request) -> _Outcome:
@@ -232,7 +219,12 @@ class HttpCall(Function):
         return _Outcome(response=response, error=reason), retryable
 
     def _count_request(self) -> None:
-        self.ctx.memo[_SENT_KEY] = self.ctx.memo.get(_SENT_KEY, 0) + 1
+        usage_count(
+            operator_id=self.ctx.operator_id,
+            kind=GATEWAY_REQUEST,
+            key=HTTP,
+            connection=f"{self.ctx.stream_id}/{self.ctx.node_id}",
+        )
 
     # --- OAuth2 ---------------------------------------------------------------------
 

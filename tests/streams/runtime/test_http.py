@@ -22,8 +22,8 @@ from streams.runtime import outbound
 from streams.runtime.base import Emit, Item, NodeContext
 from streams.runtime.engine import RunSettings, batch_run, graph_compile
 from streams.runtime.functions import http
-from tenants.models import UsageCounterDelta
-from tenants.services import GATEWAY_REQUEST
+from tenants.models import UsageCounter
+from tenants.services import GATEWAY_REQUEST, usage_counters_fold
 from tests.factories import OperatorFactory, ParameterFactory
 
 FIXTURES = Path(__file__).resolve().parents[4] / "shared/fixtures/usage-engine-streams"
@@ -167,13 +167,16 @@ class NodeRun:
         return emit
 
     def gateway_requests(self) -> int:
-        rows = UsageCounterDelta.objects.filter(
-            operator_id=self.operator_id,
-            kind=GATEWAY_REQUEST,
-            key="http",
-            connection=f"{self.stream_id}:{self.node['id']}",
-        )
-        return sum(row.count for row in rows)
+        return gateway_requests(self.operator_id, f"{self.stream_id}/{self.node['id']}")
+
+
+def gateway_requests(operator_id, connection: str) -> int:
+    """The node's requests as the platform counts them: counted in Redis, then folded."""
+    usage_counters_fold()
+    rows = UsageCounter.objects.filter(
+        operator_id=operator_id, kind=GATEWAY_REQUEST, key="http", connection=connection
+    )
+    return sum(row.count for row in rows)
 
 
 def plain_node(uri: str, **params) -> dict:
@@ -677,7 +680,4 @@ def test_through_the_engine_a_failed_record_costs_no_repeat_and_every_request_is
     assert set(result.failures) == {2}
     assert "answered 500" in result.failures[2].reason
     assert len(api.calls("/m")) == 3
-    counted = UsageCounterDelta.objects.filter(
-        operator_id=operator.id, kind=GATEWAY_REQUEST, connection=f"{graph.stream_id}:{node['id']}"
-    )
-    assert sum(row.count for row in counted) == 3
+    assert gateway_requests(operator.id, f"{graph.stream_id}/{node['id']}") == 3
