@@ -14,11 +14,44 @@ from django.db.models import Q
 from django.utils.timezone import now
 
 from common.json import ExactJSONDecoder, ExactJSONEncoder
+from tenants import accounting
 from tenants.models import Operator
 
 
 def _config_field(**kwargs) -> models.JSONField:
     return models.JSONField(encoder=ExactJSONEncoder, decoder=ExactJSONDecoder, **kwargs)
+
+
+class Connector(models.Model):
+    """A kind of integration the platform offers, the same for every operator.
+
+    The catalogue is seeded by migration (0004) and only read afterwards. An operator's
+    configured instance of a connector is a *connection*, derived from the rows that
+    configure it rather than stored (`reporting.platform.connection_counts`): each
+    collector is one of `online-collection`, each webhook endpoint one of `webhook`,
+    each `transforms/http` node of a stream one of `http`. A *gateway request* is one
+    HTTP request through a connection, counted under the connector's slug.
+    """
+
+    class Direction(models.TextChoices):
+        INBOUND = "inbound", "Inbound"
+        OUTBOUND = "outbound", "Outbound"
+
+    # The slugs gateway requests are counted under (`tenants.accounting`).
+    ONLINE_COLLECTION = accounting.ONLINE_COLLECTION
+    WEBHOOK = accounting.WEBHOOK
+    HTTP = accounting.HTTP
+
+    id = models.SlugField(primary_key=True, max_length=50)
+    name = models.CharField(max_length=100)
+    direction = models.CharField(max_length=16, choices=Direction.choices)
+    description = models.TextField(blank=True, default="")
+
+    class Meta:
+        ordering = ["direction", "id"]
+
+    def __str__(self) -> str:
+        return self.name
 
 
 class Solution(models.Model):
