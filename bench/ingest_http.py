@@ -61,6 +61,9 @@ class Server:
         self.process = subprocess.Popen(
             [
                 str(ROOT / ".venv/bin/gunicorn"),
+                # The project's own settings for gunicorn, as production runs it.
+                "--config",
+                "python:config.gunicorn",
                 "bench.support.wsgi:application",
                 "--bind",
                 f"127.0.0.1:{self.port}",

@@ -8,6 +8,7 @@ status: the offending text is never repeated back.
 
 from __future__ import annotations
 
+import gc
 from http import HTTPStatus
 
 from gunicorn import util
@@ -55,3 +56,10 @@ def _phrase(status_int: int, reason: str) -> str:
 # gunicorn's workers call util.write_error by name for these answers; no setting changes
 # their body, so the function is replaced for this process.
 util.write_error = _write_json_error
+
+
+def post_worker_init(worker) -> None:
+    """What the worker loaded (modules, settings, URL patterns) lives as long as it does:
+    frozen out of the garbage collector's full passes, which otherwise walk all of it
+    each time a large answer (a year's platform report) allocates enough to start one."""
+    gc.freeze()
