@@ -270,17 +270,10 @@ def _usage_rows(context, start, end, query, filters) -> list[tuple]:
     )
     table = (UsageRollup if per_customer else UsageTypeRollup)._meta.db_table
     column = "revenue" if query.metric == REVENUE else "value"
-    conditions = ["operator_id = %s", "hour >= %s", "hour < %s"]
-    params: list = [context.operator.pk, start, end]
-    for name, field in ((CUSTOMER_ID, "user_id"), (ACCOUNT_ID, "account_id")):
-        if name in filters:
-            conditions.append(f"{field} = ANY(%s)")
-            params.append(list(filters[name]))
-    if USAGE_METER_ID in filters:
-        conditions.append("meter_type_id = ANY(%s::uuid[])")
-        params.append(list(filters[USAGE_METER_ID]))
+    where, params = _usage_where(
+        context, ("hour", start, end), filters, customer="user_id", account="account_id"
+    )
     group = _USAGE_GROUPS[query.group_by] + "::text" if query.group_by else "NULL::text"
-    where = " AND ".join(conditions)
     if invoice:
         rows = _fetch(
             f"""
@@ -303,6 +296,22 @@ def _usage_rows(context, start, end, query, filters) -> list[tuple]:
     )
 
 
+def _usage_where(context, window, filters, *, customer: str, account: str) -> tuple[str, list]:
+    """The WHERE of a usage, revenue or cycle read: the operator, `window` as (column,
+    from, to) and the customer, account and meter type filters."""
+    column, low, high = window
+    conditions = ["operator_id = %s", f"{column} >= %s", f"{column} < %s"]
+    params: list = [context.operator.pk, low, high]
+    for name, field in ((CUSTOMER_ID, customer), (ACCOUNT_ID, account)):
+        if name in filters:
+            conditions.append(f"{field} = ANY(%s)")
+            params.append(list(filters[name]))
+    if USAGE_METER_ID in filters:
+        conditions.append("meter_type_id = ANY(%s::uuid[])")
+        params.append(list(filters[USAGE_METER_ID]))
+    return " AND ".join(conditions), params
+
+
 # -- *_FOR_CYCLE ---------------------------------------------------------------------------
 
 _CYCLE_GROUPS = {CUSTOMER_ID: "user_id", ACCOUNT_ID: "account_key", USAGE_METER_ID: "meter_type_id"}
@@ -312,17 +321,10 @@ def _cycle_rows(context, start, end, query, filters) -> list[tuple]:
     """Cycles whose start date (midnight UTC) lies in [start, end)."""
     first = _day_on_or_after(start)
     last = _day_on_or_after(end)  # exclusive
-    conditions = ["operator_id = %s", "cycle_start >= %s", "cycle_start < %s"]
-    params: list = [context.operator.pk, first, last]
-    for name, field in ((CUSTOMER_ID, "user_id"), (ACCOUNT_ID, "account_key")):
-        if name in filters:
-            conditions.append(f"{field} = ANY(%s)")
-            params.append(list(filters[name]))
-    if USAGE_METER_ID in filters:
-        conditions.append("meter_type_id = ANY(%s::uuid[])")
-        params.append(list(filters[USAGE_METER_ID]))
+    where, params = _usage_where(
+        context, ("cycle_start", first, last), filters, customer="user_id", account="account_key"
+    )
     group = _CYCLE_GROUPS[query.group_by] + "::text" if query.group_by else "NULL::text"
-    where = " AND ".join(conditions)
     table = CycleRollup._meta.db_table
     if query.metric == REVENUE_FOR_CYCLE and query.currency == INVOICE:
         rows = _fetch(
