@@ -61,6 +61,8 @@ import redis
 from django.conf import settings
 from django.utils import timezone
 
+from common.redis import redis_client
+
 logger = logging.getLogger(__name__)
 
 # Counter kinds.
@@ -206,19 +208,8 @@ def _retention_seconds() -> int:
     return int(settings.TALLY["USAGE"]["REDIS_HOURS"]) * 3600
 
 
-_clients: dict[str, redis.Redis] = {}
-
-
 def _redis() -> redis.Redis:
-    """A client of settings.REDIS_URL (looked up on each call, so a test may point it
-    elsewhere); short timeouts, as a request waits for it."""
-    url = settings.REDIS_URL
-    client = _clients.get(url)
-    if client is None:
-        client = _clients.setdefault(
-            url, redis.Redis.from_url(url, socket_timeout=2, socket_connect_timeout=2)
-        )
-    return client
+    return redis_client()
 
 
 # --- Folding (the Redis side; the database side is tenants.services) ---------------------

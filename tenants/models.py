@@ -245,17 +245,32 @@ class UsageCounterDelta(models.Model):
         return f"{self.kind} {self.key} +{self.count}"
 
 
-class UsageCounterDaily(models.Model):
-    """The `UsageCounter` buckets of one UTC day, summed: what reports over whole days
-    read (a year is 365 rows per bucket instead of 8,760). Written only by the fold, in
-    the statement that writes the hourly buckets."""
+class _UsageCounterPeriod(models.Model):
+    """What the daily, dekad and monthly counters share: the hourly buckets' identity and
+    a count; each names the date field its period starts on (`PERIOD`)."""
+
+    PERIOD = ""
 
     operator = models.ForeignKey(Operator, on_delete=models.CASCADE, related_name="+")
-    day = models.DateField()
     kind = models.CharField(max_length=32)
     key = models.CharField(max_length=100, blank=True, default="")
     connection = models.CharField(max_length=100, blank=True, default="")
     count = models.BigIntegerField(default=0)
+
+    class Meta:
+        abstract = True
+
+    def __str__(self) -> str:
+        return f"{self.kind} {self.key} {getattr(self, self.PERIOD)}: {self.count}"
+
+
+class UsageCounterDaily(_UsageCounterPeriod):
+    """The `UsageCounter` buckets of one UTC day, summed: what reports over whole days
+    read (a year is 365 rows per bucket instead of 8,760). Written only by the fold, in
+    the statement that writes the hourly buckets."""
+
+    PERIOD = "day"
+    day = models.DateField()
 
     class Meta:
         verbose_name = "usage counter (daily)"
@@ -269,22 +284,15 @@ class UsageCounterDaily(models.Model):
         # Reports read a range of days for every operator.
         indexes = [models.Index(fields=["day"], name="usagecounterdaily_day_idx")]
 
-    def __str__(self) -> str:
-        return f"{self.kind} {self.key} {self.day}: {self.count}"
 
-
-class UsageCounterDekad(models.Model):
+class UsageCounterDekad(_UsageCounterPeriod):
     """The `UsageCounter` buckets of one dekad, summed: the 1st to the 10th, the 11th to
     the 20th, or the 21st to the end of a UTC month (`dekad` is its first day). Reports
     over ranges that cut months read these for most of the days of the partial months
     (`selectors.usage_totals`), so that no range reads more than a few days' rows."""
 
-    operator = models.ForeignKey(Operator, on_delete=models.CASCADE, related_name="+")
+    PERIOD = "dekad"
     dekad = models.DateField()
-    kind = models.CharField(max_length=32)
-    key = models.CharField(max_length=100, blank=True, default="")
-    connection = models.CharField(max_length=100, blank=True, default="")
-    count = models.BigIntegerField(default=0)
 
     class Meta:
         verbose_name = "usage counter (dekad)"
@@ -297,21 +305,14 @@ class UsageCounterDekad(models.Model):
         ]
         indexes = [models.Index(fields=["dekad"], name="usagecounterdekad_dekad_idx")]
 
-    def __str__(self) -> str:
-        return f"{self.kind} {self.key} {self.dekad}: {self.count}"
 
-
-class UsageCounterMonthly(models.Model):
+class UsageCounterMonthly(_UsageCounterPeriod):
     """The `UsageCounter` buckets of one UTC calendar month, summed (`month` is its
     first day). A report over a year reads twelve rows per bucket, plus dekad and daily
     rows for the months it covers only in part (`selectors.usage_totals`)."""
 
-    operator = models.ForeignKey(Operator, on_delete=models.CASCADE, related_name="+")
+    PERIOD = "month"
     month = models.DateField()
-    kind = models.CharField(max_length=32)
-    key = models.CharField(max_length=100, blank=True, default="")
-    connection = models.CharField(max_length=100, blank=True, default="")
-    count = models.BigIntegerField(default=0)
 
     class Meta:
         verbose_name = "usage counter (monthly)"

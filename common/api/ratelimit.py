@@ -12,10 +12,11 @@ import math
 import threading
 import time
 from dataclasses import dataclass
-from functools import lru_cache
 
 import redis
 from django.conf import settings
+
+from common.redis import redis_client
 
 # KEYS[1] bucket key; ARGV[1] rate per second; ARGV[2] burst.
 # Returns {allowed (0/1), tokens left, seconds until a token is free, seconds until full}
@@ -69,14 +70,20 @@ class RateLimitResult:
         return headers
 
 
-@lru_cache(maxsize=1)
 def _client() -> redis.Redis:
-    return redis.Redis.from_url(settings.REDIS_URL, socket_timeout=2, socket_connect_timeout=2)
+    return redis_client()
 
 
-@lru_cache(maxsize=1)
+_scripts: dict[int, redis.commands.core.Script] = {}
+
+
 def _script():
-    return _client().register_script(_BUCKET_SCRIPT)
+    """The bucket script, registered with the current client (one per Redis URL)."""
+    client = _client()
+    script = _scripts.get(id(client))
+    if script is None:
+        script = _scripts.setdefault(id(client), client.register_script(_BUCKET_SCRIPT))
+    return script
 
 
 def group_limits(group: str) -> dict[str, float]:

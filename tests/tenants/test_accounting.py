@@ -15,7 +15,6 @@ from django.db import connection
 from django.test.utils import CaptureQueriesContext
 from django.urls import URLPattern, URLResolver, get_resolver
 
-from common.api import ratelimit
 from metering.models import DeliveryAttempt, Notification
 from metering.notifications import (
     notification_enqueue,
@@ -322,11 +321,7 @@ def redis_down(settings):
     url = f"redis://127.0.0.1:{port}/0"
     settings.REDIS_URL = url
     settings.CACHES = {"default": {**settings.CACHES["default"], "LOCATION": url}}
-    ratelimit._client.cache_clear()
-    ratelimit._script.cache_clear()
     yield
-    ratelimit._client.cache_clear()
-    ratelimit._script.cache_clear()
 
 
 def test_with_redis_down_every_request_succeeds_and_only_the_counts_are_lost(

@@ -18,7 +18,6 @@ from django.db import connection, transaction
 from django.db.migrations.executor import MigrationExecutor
 from django.test import Client
 
-from common.api import ratelimit
 from config.embedded import _redis_executable
 from tenants import accounting, services
 from tenants.models import (
@@ -350,13 +349,9 @@ def own_redis(settings, tmp_path):
     server.start()
     settings.REDIS_URL = server.url
     settings.CACHES = {"default": {**settings.CACHES["default"], "LOCATION": server.url}}
-    ratelimit._client.cache_clear()
-    ratelimit._script.cache_clear()
     yield server
     if server.process.poll() is None:
         server.stop()
-    ratelimit._client.cache_clear()
-    ratelimit._script.cache_clear()
 
 
 @pytest.mark.django_db(transaction=True)
