@@ -50,13 +50,9 @@ def own_redis(settings, tmp_path):
         **settings.CACHES,
         "default": {**settings.CACHES["default"], "LOCATION": url},
     }
-    ratelimit._client.cache_clear()
-    ratelimit._script.cache_clear()
     yield server
     if server.process.poll() is None:
         server.stop()
-    ratelimit._client.cache_clear()
-    ratelimit._script.cache_clear()
 
 
 @pytest.mark.django_db
