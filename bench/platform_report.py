@@ -64,7 +64,7 @@ sums. The window is the `--days` days (at most 366) up to midnight UTC today.
    baseline run must give the same rows. Exits 1 on a mismatch or on an answer not 200.
 5. Profile (with `--profile`, or when the year misses its target): the year's report
    in this process, nine times: the time in SQL (per statement) and in Python
-   (`usage_report` without its SQL, the serializer, the JSON renderer), the garbage
+   (`usage_report` without its SQL, the view's body `_report_json`, the JSON renderer), the garbage
    collector's pauses among them, and nine more runs with the collector off; a cProfile
    of one more run, the collector off (the 15 functions with the most time of their
    own); then EXPLAIN (ANALYZE, BUFFERS) of each of its statements taking over 5 ms.
@@ -663,7 +663,7 @@ def profile(range_: Range) -> None:
     from django.db import connection
 
     from common.api.renderers import DecimalJSONRenderer
-    from reporting.api.serializers import UsageReportSerializer
+    from reporting.api.views import _report_json
     from reporting.platform import usage_report
 
     statements: list[tuple[str, object, float]] = []
@@ -698,14 +698,14 @@ def profile(range_: Range) -> None:
                 started = time.perf_counter()
                 result = usage_report(start=range_.start, end=range_.end)
                 built = time.perf_counter()
-            data = UsageReportSerializer(result).data
+            data = _report_json(result)
             serialized = time.perf_counter()
             body = DecimalJSONRenderer().render(data)
             rendered = time.perf_counter()
             sql = sum(seconds for _, _, seconds in statements)
             phases["SQL (all statements)"].append(sql)
             phases["usage_report, Python"].append(built - started - sql)
-            phases["UsageReportSerializer(…).data"].append(serialized - built)
+            phases["_report_json (the view's body)"].append(serialized - built)
             phases["DecimalJSONRenderer().render"].append(rendered - serialized)
             phases["total"].append(rendered - started)
             phases["  of which garbage collection"].append(sum(s for _, s in collections))
@@ -721,7 +721,7 @@ def profile(range_: Range) -> None:
         for _ in range(PROFILE_RUNS):
             started = time.perf_counter()
             DecimalJSONRenderer().render(
-                UsageReportSerializer(usage_report(start=range_.start, end=range_.end)).data
+                _report_json(usage_report(start=range_.start, end=range_.end))
             )
             phases["total, the collector off"].append(time.perf_counter() - started)
     finally:
@@ -742,16 +742,14 @@ def profile(range_: Range) -> None:
     gc.disable()  # its pauses would be charged to whichever call allocated at the time
     try:
         profiler.enable()
-        DecimalJSONRenderer().render(
-            UsageReportSerializer(usage_report(start=range_.start, end=range_.end)).data
-        )
+        DecimalJSONRenderer().render(_report_json(usage_report(start=range_.start, end=range_.end)))
         profiler.disable()
     finally:
         gc.enable()
     out = io.StringIO()
     pstats.Stats(profiler, stream=out).sort_stats("tottime").print_stats(PROFILE_FUNCTIONS)
     print(
-        f"\n   cProfile of one more run (report, serializer, renderer; the collector off), "
+        f"\n   cProfile of one more run (report, body, renderer; the collector off), "
         f"top {PROFILE_FUNCTIONS}:"
     )
     listing = out.getvalue().splitlines()

@@ -5,7 +5,7 @@ Where every figure comes from:
 
 * API calls (by endpoint category), gateway requests (by connector) and events
   ingested (by record type): the usage counters `tenants` keeps (`tenants.accounting`
-  says what counts), read only through `usage_by_operator`: monthly and daily rollups
+  says what counts), read only through `_usage_in_windows`: monthly, dekad and daily rollups
   plus the deltas not folded yet, so a whole day is never read from hourly rows or
   records.
   Counts still in Redis arrive with the next fold (Beat, every minute).
@@ -33,13 +33,17 @@ from metering.models import CycleRollup, UsageRollup, UsageTypeRollup, WebhookEn
 from streams.models import Connector, Stream, StreamVersion
 from tenants.accounting import API_CALL, API_CATEGORIES, EVENT, GATEWAY_REQUEST
 from tenants.models import Operator, PlatformSettings
-from tenants.selectors import usage_totals
+from tenants.selectors import UsageWindow, usage_windows
 
 HTTP_NODE_TYPE = "transforms/http"
 MAX_REPORT_DAYS = 366
 
 
 # -- Usage counts -------------------------------------------------------------------------
+
+
+# Usage attribute per counter kind; other kinds are not reported by the platform API.
+_USAGE_FIELD_BY_KIND = {API_CALL: "api_calls", GATEWAY_REQUEST: "gateway_requests", EVENT: "events"}
 
 
 @dataclass
@@ -49,14 +53,6 @@ class Usage:
     api_calls: dict[str, int] = field(default_factory=dict)  # by endpoint category
     gateway_requests: dict[str, int] = field(default_factory=dict)  # by connector
     events: dict[str, int] = field(default_factory=dict)  # by record type
-
-    _BY_KIND = {API_CALL: "api_calls", GATEWAY_REQUEST: "gateway_requests", EVENT: "events"}
-
-    def add(self, kind: str, key: str, count: int) -> None:
-        name = self._BY_KIND.get(kind)
-        if name is not None:  # a kind the platform API does not report
-            counts = getattr(self, name)
-            counts[key] = counts.get(key, 0) + count
 
     @property
     def api_call_total(self) -> int:
@@ -79,14 +75,27 @@ def usage_by_operator(
     kinds: Iterable[str] | None = None,
 ) -> dict[uuid.UUID, Usage]:
     """Each operator's counts over the days from `since` to `until` (all time by
-    default); operators that counted nothing are absent. The one place the platform
-    reads usage counters: `tenants.selectors.usage_totals` (monthly and daily rollups
-    plus the deltas not folded yet; hourly rows only for deltas)."""
-    found: dict[uuid.UUID, Usage] = defaultdict(Usage)
-    rows = usage_totals(since=since, until=until, operator_ids=operator_ids, kinds=kinds)
-    for operator_id, kind, key, _connection, count in rows:
-        found[operator_id].add(kind, key, count)
-    return dict(found)
+    default); operators that counted nothing are absent."""
+    window = UsageWindow(since, until, None if kinds is None else tuple(kinds))
+    return _usage_in_windows([window], operator_ids=operator_ids)[0]
+
+
+def _usage_in_windows(
+    windows: list[UsageWindow], *, operator_ids: Iterable[uuid.UUID] | None = None
+) -> list[dict[uuid.UUID, Usage]]:
+    """Each window's counts per operator, from one statement. The one place the platform
+    reads usage counters: `tenants.selectors.usage_windows` (monthly, dekad and daily
+    rollups plus the deltas not folded yet; never hourly rows or records)."""
+    found: list[dict[uuid.UUID, Usage]] = [{} for _ in windows]
+    # Rows are unique per (window, operator, kind, key): each count is set, not added.
+    for index, operator_id, kind, key, count in usage_windows(windows, operator_ids=operator_ids):
+        name = _USAGE_FIELD_BY_KIND.get(kind)
+        if name is not None:
+            usage = found[index].get(operator_id)
+            if usage is None:
+                usage = found[index][operator_id] = Usage()
+            getattr(usage, name)[key] = count
+    return found
 
 
 # -- Connections --------------------------------------------------------------------------
@@ -403,9 +412,13 @@ def storage_estimate(
     The factor in 2 is today's, so a past range's storage moves a little as the tables
     grow or are vacuumed; the records in 1 do not.
     """
-    per_record = storage_bytes_per_record()
     usage = usage_by_operator(until=until, operator_ids=operator_ids, kinds=[EVENT])
-    return {operator_id: counts.event_total * per_record for operator_id, counts in usage.items()}
+    records = {operator_id: counts.event_total for operator_id, counts in usage.items()}
+    return _storage_of(records, storage_bytes_per_record())
+
+
+def _storage_of(records: dict[uuid.UUID, int], per_record: int) -> dict[uuid.UUID, int]:
+    return {operator_id: count * per_record for operator_id, count in records.items()}
 
 
 # -- The billing report -------------------------------------------------------------------
@@ -485,11 +498,17 @@ def usage_report(*, start: datetime.date, end: datetime.date) -> UsageReport:
     if end < start:
         raise ValueError("end is before start")
     until = end + datetime.timedelta(days=1)
-    usage = usage_by_operator(since=start, until=until)
-    storage = storage_estimate(until=until)
+    # The range's counts and the events before it in one statement: the records stored
+    # by the end, for `storage_estimate`, are the events of both.
+    usage, earlier = _usage_in_windows(
+        [UsageWindow(start, until), UsageWindow(None, start, (EVENT,))]
+    )
+    records: dict[uuid.UUID, int] = defaultdict(int)
+    for part in (usage, earlier):
+        for operator_id, counts in part.items():
+            records[operator_id] += counts.event_total
+    storage = _storage_of(records, storage_bytes_per_record())
     moment = datetime.datetime.combine(until, datetime.time(), tzinfo=datetime.UTC)
-    listed = Q(created_at__lt=moment) | Q(pk__in=[*usage, *storage])
-    operators = Operator.objects.filter(listed).order_by("name", "pk")
     weights = BillingWeights.current()
 
     categories = _ordered_keys(API_CATEGORIES, (u.api_calls for u in usage.values()))
@@ -498,16 +517,23 @@ def usage_report(*, start: datetime.date, end: datetime.date) -> UsageReport:
     event_types = _ordered_keys((), (u.events for u in usage.values()))
 
     lines = []
-    for operator in operators.only("id", "name"):
-        counts = usage.get(operator.pk, Usage())
+    # Every operator is read (a few thousand short rows) and the listing decided here:
+    # the database would need the counted ids sent back to it.
+    operators = Operator.objects.order_by("name", "pk").values_list("pk", "name", "created_at")
+    for operator_id, name, created_at in operators:
+        counts = usage.get(operator_id)
+        if counts is None:
+            if created_at >= moment and operator_id not in storage:
+                continue
+            counts = Usage()
         lines.append(
             _line(
-                operator.pk,
-                operator.name,
+                operator_id,
+                name,
                 {key: counts.api_calls.get(key, 0) for key in categories},
                 {key: counts.gateway_requests.get(key, 0) for key in connectors},
                 dict(sorted(counts.events.items())),
-                storage.get(operator.pk, 0),
+                storage.get(operator_id, 0),
                 weights,
             )
         )

@@ -4,7 +4,8 @@ from __future__ import annotations
 
 import hashlib
 import uuid
-from collections.abc import Iterable
+from collections.abc import Iterable, Sequence
+from dataclasses import dataclass
 from datetime import UTC, date, datetime, timedelta
 
 from django.db import connection
@@ -70,6 +71,16 @@ def usage_counts(*, operator_id, kind: str, since=None, until=None) -> dict:
 UsageTotal = tuple[uuid.UUID, str, str, str, int]
 
 
+@dataclass(frozen=True)
+class UsageWindow:
+    """Whole UTC days from `since` (inclusive) to `until` (exclusive), either open (None),
+    of the given kinds (all when None)."""
+
+    since: date | None = None
+    until: date | None = None
+    kinds: tuple[str, ...] | None = None
+
+
 def usage_totals(
     *,
     since: date | None = None,
@@ -79,29 +90,38 @@ def usage_totals(
 ) -> list[UsageTotal]:
     """Usage counts summed per (operator, kind, key, connection) over the UTC days from
     `since` (inclusive) to `until` (exclusive); either bound may be None (open). Buckets
-    with nothing in the range are left out.
+    with nothing in the range are left out. `usage_windows` says how it is read."""
+    window = UsageWindow(since, until, None if kinds is None else tuple(kinds))
+    rows = usage_windows([window], operator_ids=operator_ids, by_connection=True)
+    return [row[1:] for row in rows]
 
-    Reads the monthly rollup for the months the range covers whole, the fewest dekad,
-    daily (and monthly) rows that make up the months it covers in part (`_usage_plan`),
-    and the deltas not folded yet (by their hour's day), in one statement: exact at any
+
+def usage_windows(
+    windows: Sequence[UsageWindow],
+    *,
+    operator_ids: Iterable | None = None,
+    by_connection: bool = False,
+) -> list[tuple]:
+    """Usage counts of several windows in one statement: rows (window index, operator,
+    kind, key[, connection], count), summed per window and bucket, zero sums left out.
+
+    Each window reads the monthly rollup for the months it covers whole, the fewest
+    dekad, daily (and monthly) rows that make up the months it covers in part
+    (`_usage_plan`), and the deltas not folded yet (by their hour's day): exact at any
     moment for everything in the database (counts still in Redis arrive with the next
     fold, within a minute). A year is twelve monthly rows per bucket plus at most about a
-    dozen dekad and daily ones.
+    dozen dekad and daily ones. Without `by_connection` the connections of a key are
+    summed together, which halves what is grouped.
     """
-    if since is not None and until is not None and since >= until:
-        return []
-    months, parts = _usage_plan(since, until)
-    filters, params = [], {}
+    params: dict = {}
+    shared = []
     if operator_ids is not None:
-        filters.append("operator_id = ANY(%(operators)s)")
+        shared.append("operator_id = ANY(%(operators)s)")
         params["operators"] = [uuid.UUID(str(operator_id)) for operator_id in operator_ids]
-    if kinds is not None:
-        filters.append("kind = ANY(%(kinds)s)")
-        params["kinds"] = list(kinds)
-    columns = "operator_id, kind, key, connection"
+    columns = "operator_id, kind, key" + (", connection" if by_connection else "")
     selects = []
 
-    def add(table: str, column: str, low, high, times: int = 1) -> None:
+    def add(index: int, filters: list[str], table: str, column: str, low, high, times=1):
         where = list(filters)
         for comparison, value in ((">=", low), ("<", high)):
             if value is not None:
@@ -110,17 +130,29 @@ def usage_totals(
                 where.append(f"{column} {comparison} %({name})s")
         count = "count" if times == 1 else f"count * {int(times)}"
         clause = f" WHERE {' AND '.join(where)}" if where else ""
-        selects.append(f"SELECT {columns}, {count} AS count FROM {table}{clause}")  # noqa: S608
+        selects.append(f"SELECT {index} AS w, {columns}, {count} AS count FROM {table}{clause}")  # noqa: S608
 
-    if months is not None:
-        add(_LEVELS["month"]._meta.db_table, "month", *months)
-    for level, low, high, times in parts:
-        add(_LEVELS[level]._meta.db_table, level, low, high, times)
-    add(UsageCounterDelta._meta.db_table, "hour", _midnight(since), _midnight(until))
+    for index, window in enumerate(windows):
+        since, until = window.since, window.until
+        if since is not None and until is not None and since >= until:
+            continue
+        filters = list(shared)
+        if window.kinds is not None:
+            params[f"k{index}"] = list(window.kinds)
+            filters.append(f"kind = ANY(%(k{index})s)")
+        months, parts = _usage_plan(since, until)
+        if months is not None:
+            add(index, filters, _LEVELS["month"]._meta.db_table, "month", *months)
+        for level, low, high, times in parts:
+            add(index, filters, _LEVELS[level]._meta.db_table, level, low, high, times)
+        delta_table = UsageCounterDelta._meta.db_table
+        add(index, filters, delta_table, "hour", _midnight(since), _midnight(until))
+    if not selects:
+        return []
     union = " UNION ALL ".join(selects)
     # Table and column names are ours; values travel as parameters.
-    query = f"SELECT {columns}, sum(count)::bigint FROM ({union}) counts GROUP BY {columns} "  # noqa: S608
-    query += "HAVING sum(count) <> 0"
+    query = f"SELECT w, {columns}, sum(count)::bigint FROM ({union}) counts "  # noqa: S608
+    query += f"GROUP BY w, {columns} HAVING sum(count) <> 0"
     with connection.cursor() as cursor:
         cursor.execute(query, params)
         return cursor.fetchall()
