@@ -34,14 +34,14 @@ sums. The window is the `--days` days (at most 366) up to midnight UTC today.
       are 1 to a bucket's maximum, by a seeded hash of (bucket, hour); maxima scale
       with an operator size drawn log-uniform from 1 to 100 (usage-metering calls
       ≤ 40 x size per hour, events of a type ≤ 500 x size, and so on).
-   b) `tenants_usagecounterdaily` and c) `tenants_usagecountermonthly`: the sums of (a)
-      per UTC day and per calendar month, complete for the whole window (what the fold
-      adds in the statement that writes the hourly rows; written as migration 0006
-      fills them). The report reads only these (and the empty delta table), so what
-      it reads is what full density would give it, a bucket for nearly every
-      operator, bucket and day. With the defaults: 7,664 buckets, 16.4M hourly rows
-      (5.6 per active operator-hour, 1.9 per operator-hour of the year), 2.78M daily
-      and 99.6k monthly rows.
+   b) the daily, dekad, monthly, quarterly and yearly rollups: the sums of (a) per UTC
+      day, dekad, calendar month, quarter and year, complete for the whole window
+      (what the fold adds in the statement that writes the hourly rows; written as
+      migrations 0006 and 0007 fill them). The report reads only these (and the empty
+      delta table), so what it reads is what full density would give it, a bucket for
+      nearly every operator, bucket and day. With the defaults: 7,664 buckets, 16.4M
+      hourly rows (5.6 per active operator-hour, 1.9 per operator-hour of the year),
+      2.78M daily and 99.6k monthly rows.
 2. Requests: gunicorn serves the project on a free loopback port (one worker, one
    thread; rate limits raised through TALLY_RATE_LIMITS). One keep-alive client sends
    `GET /platform-api/usage/report?start=…&end=…` with the platform key, `--warmup`
@@ -328,7 +328,36 @@ SELECT operator_id, date_trunc('month', day)::date, kind, key, connection, sum(c
 FROM tenants_usagecounterdaily
 GROUP BY 2, 1, 3, 4, 5 ORDER BY 2, 1, 3, 4, 5
 """
-TABLES = ["tenants_usagecounter", "tenants_usagecounterdaily", "tenants_usagecountermonthly"]
+DEKAD_SQL = """
+INSERT INTO tenants_usagecounterdekad (operator_id, dekad, kind, key, connection, count)
+SELECT operator_id,
+    date_trunc('month', day)::date + least((extract(day FROM day)::integer - 1) / 10, 2) * 10,
+    kind, key, connection, sum(count)
+FROM tenants_usagecounterdaily
+GROUP BY 2, 1, 3, 4, 5 ORDER BY 2, 1, 3, 4, 5
+"""
+QUARTERLY_SQL = """
+INSERT INTO tenants_usagecounterquarterly (operator_id, quarter, kind, key, connection, count)
+SELECT operator_id, date_trunc('quarter', month)::date, kind, key, connection, sum(count)
+FROM tenants_usagecountermonthly
+GROUP BY 2, 1, 3, 4, 5 ORDER BY 2, 1, 3, 4, 5
+"""
+YEARLY_SQL = """
+INSERT INTO tenants_usagecounteryearly (operator_id, year, kind, key, connection, count)
+SELECT operator_id, date_trunc('year', month)::date, kind, key, connection, sum(count)
+FROM tenants_usagecountermonthly
+GROUP BY 2, 1, 3, 4, 5 ORDER BY 2, 1, 3, 4, 5
+"""
+# In the order they are filled, each from the one before it or from the hourly rows.
+LOADS = {
+    "tenants_usagecounter": HOURLY_SQL,
+    "tenants_usagecounterdaily": DAILY_SQL,
+    "tenants_usagecounterdekad": DEKAD_SQL,
+    "tenants_usagecountermonthly": MONTHLY_SQL,
+    "tenants_usagecounterquarterly": QUARTERLY_SQL,
+    "tenants_usagecounteryearly": YEARLY_SQL,
+}
+TABLES = list(LOADS)
 
 
 def load(scene: Scene, args, url: str) -> None:
@@ -376,7 +405,7 @@ def load(scene: Scene, args, url: str) -> None:
         }
         started = time.perf_counter()
         parts = []
-        for table, sql in zip(TABLES, [HOURLY_SQL, DAILY_SQL, MONTHLY_SQL], strict=True):
+        for table, sql in LOADS.items():
             begun = time.perf_counter()
             drop, create = secondary_indexes(conn, table)
             for statement in drop:

@@ -264,8 +264,9 @@ TALLY = {
     },
 }
 
-if TALLY["USAGE"]["REDIS_HOURS"] < 1:
-    raise ImproperlyConfigured("TALLY_USAGE_REDIS_HOURS must be at least 1.")
+# Counts wait in Redis at most this long; a year is more than any outage to ride out.
+if not 1 <= TALLY["USAGE"]["REDIS_HOURS"] <= 24 * 366:
+    raise ImproperlyConfigured("TALLY_USAGE_REDIS_HOURS must be from 1 to 8784 (a year).")
 
 LOG_LEVEL = env_str("LOG_LEVEL", "INFO").upper()
 LOGGING = {

@@ -469,6 +469,14 @@ class UsageReport:
     event_types: list[str]
 
 
+def _exact_sum(values: Iterable[Decimal]) -> Decimal:
+    """The sum with every digit (the default context would round at 28)."""
+    with localcontext() as context:
+        context.prec = 200
+        context.traps[Inexact] = True
+        return sum(values, Decimal(0))
+
+
 def billable_units(
     *, api_calls: int, gateway_requests: int, events: int, storage_bytes: int, weights
 ) -> Decimal:
@@ -498,15 +506,12 @@ def usage_report(*, start: datetime.date, end: datetime.date) -> UsageReport:
     if end < start:
         raise ValueError("end is before start")
     until = end + datetime.timedelta(days=1)
-    # The range's counts and the events before it in one statement: the records stored
-    # by the end, for `storage_estimate`, are the events of both.
-    usage, earlier = _usage_in_windows(
-        [UsageWindow(start, until), UsageWindow(None, start, (EVENT,))]
+    # The range's counts and every event before its end (the records stored by then,
+    # for `storage_estimate`) in one statement.
+    usage, stored = _usage_in_windows(
+        [UsageWindow(start, until), UsageWindow(None, until, (EVENT,))]
     )
-    records: dict[uuid.UUID, int] = defaultdict(int)
-    for part in (usage, earlier):
-        for operator_id, counts in part.items():
-            records[operator_id] += counts.event_total
+    records = {operator_id: counts.event_total for operator_id, counts in stored.items()}
     storage = _storage_of(records, storage_bytes_per_record())
     moment = datetime.datetime.combine(until, datetime.time(), tzinfo=datetime.UTC)
     weights = BillingWeights.current()
@@ -553,7 +558,7 @@ def usage_report(*, start: datetime.date, end: datetime.date) -> UsageReport:
             key: sum(line.events_by_type.get(key, 0) for line in lines) for key in event_types
         },
         storage_bytes=sum(line.storage_bytes for line in lines),
-        billable_units=sum((line.billable_units for line in lines), Decimal(0)),
+        billable_units=_exact_sum(line.billable_units for line in lines),
     )
     return UsageReport(start, end, lines, totals, categories, connectors, event_types)
 

@@ -22,23 +22,29 @@ else, refused ingestion requests (a bad body, a replay) included, goes through
 hour, `<prefix>:usage:<YYYYMMDDHH>`, field `<operator>|<kind>|<key>|<connection>` (key
 and connection with `%` and `|` percent-encoded), and names the hour in the set
 `<prefix>:usage:hours`. Both writes are in one transaction, so an hour's hash never
-exists without its name in the set.
+exists without its name in the set. The first count of a hash also gives it its fold id
+(field `fold_id`, a UUID), which stays with those counts until they are folded.
 
 Folding (`tenants.services.usage_counters_fold`, every minute), exactly once:
 
-1. `hours_claim` RENAMEs each hour's hash to a unique folding key,
-   `<prefix>:usage:folding:<YYYYMMDDHH>:<uuid>`, and lists it in
+1. `hours_claim` RENAMEs each hour's hash to a folding key named by its fold id,
+   `<prefix>:usage:folding:<YYYYMMDDHH>:<fold id>`, and lists it in
    `<prefix>:usage:folding` (one Lua script: atomic). Counts made after that start a
-   fresh hash.
+   fresh hash, with a new fold id.
 2. The fold writes the folding key's counts as `UsageCounterDelta` rows in the same
-   statement that inserts the marker `UsageFold(id=<uuid>)`; the marker's primary key
+   statement that inserts the marker `UsageFold(id=<fold id>)`; the marker's primary key
    lets exactly one fold through (a second one waits for the first to commit and then
    inserts nothing).
 3. After commit, `folding_release` deletes the folding key.
 
 A folding key left behind (a worker killed between steps) is listed by
 `foldings_left_over` and goes through step 2 again: with its marker committed nothing is
-written twice, without it the counts are folded now.
+written twice, without it the counts are folded now. The fold id travels with the counts
+rather than being drawn at the claim so that a Redis that goes back in time (restarted
+from a snapshot older than the last folds, or failed over to a replica that had not seen
+them) brings back folded hours with the ids their markers hold: they are not folded
+again. Counts added to such a hash after its return are lost with it (the next fold
+drops it), as counts are in any outage.
 
 A Redis error never fails the request being counted: the count is lost, a warning is
 logged once a minute and `lost_counts` says how many. A Redis outage thus loses at most
@@ -104,6 +110,8 @@ _CATEGORY_BY_SEGMENT = {
 # As long as UsageCounter.key and .connection; longer values are cut to fit.
 TEXT_MAX_LENGTH = 100
 HOUR_FORMAT = "%Y%m%d%H"
+# The field of an hour's hash holding its fold id (count fields always contain "|").
+FOLD_ID_FIELD = "fold_id"
 # The Django request attribute naming the operator whose API call a request is.
 REQUEST_ATTRIBUTE = "_tally_api_operator_id"
 
@@ -152,6 +160,7 @@ def usage_count(
     try:
         hash_key = _key(hour)
         pipe = _redis().pipeline(transaction=True)
+        pipe.hsetnx(hash_key, FOLD_ID_FIELD, str(uuid.uuid4()))
         pipe.hincrby(hash_key, field, n)
         pipe.expire(hash_key, _retention_seconds())
         pipe.sadd(_key("hours"), hour)
@@ -249,12 +258,18 @@ class Count:
 
 
 # KEYS: the hour's hash, the folding key, the hours set, the folding set.
-# ARGV: the hour, the folding member, seconds the folding key is kept.
-_CLAIM_SCRIPT = """
-redis.call('SREM', KEYS[3], ARGV[1])
+# ARGV: the hour, the folding member, seconds the folding key is kept, the fold id the
+# hash held when it was read ("" when none). A hash whose fold id differs was claimed
+# and started afresh since: it stays for the next fold.
+_CLAIM_SCRIPT = f"""
 if redis.call('EXISTS', KEYS[1]) == 0 then
+  redis.call('SREM', KEYS[3], ARGV[1])
   return 0
 end
+if (redis.call('HGET', KEYS[1], '{FOLD_ID_FIELD}') or '') ~= ARGV[4] then
+  return 0
+end
+redis.call('SREM', KEYS[3], ARGV[1])
 redis.call('RENAME', KEYS[1], KEYS[2])
 redis.call('EXPIRE', KEYS[2], ARGV[3])
 redis.call('SADD', KEYS[4], ARGV[2])
@@ -263,7 +278,8 @@ return 1
 
 
 def hours_claim() -> list[Folding]:
-    """Rename every hour's hash to a folding key of its own (step 1); returns them."""
+    """Rename every hour's hash to a folding key named by its fold id (step 1); returns
+    them."""
     client = _redis()
     claimed = []
     for raw in sorted(client.smembers(_key("hours"))):
@@ -273,12 +289,22 @@ def hours_claim() -> list[Folding]:
         except ValueError:
             client.srem(_key("hours"), raw)
             continue
-        folding = Folding(hour, uuid.uuid4())
+        raw_id = client.hget(_key(hour_text), FOLD_ID_FIELD)
+        held = raw_id.decode() if raw_id is not None else ""
+        # A hash counted before fold ids existed has none: it gets one now.
+        folding = Folding(hour, _uuid_or_none(held) or uuid.uuid4())
         keys = [_key(hour_text), folding.key, _key("hours"), _key("folding")]
-        args = [hour_text, folding.member, _retention_seconds()]
+        args = [hour_text, folding.member, _retention_seconds(), held]
         if client.eval(_CLAIM_SCRIPT, len(keys), *keys, *args):
             claimed.append(folding)
     return claimed
+
+
+def _uuid_or_none(text: str) -> uuid.UUID | None:
+    try:
+        return uuid.UUID(text)
+    except ValueError:
+        return None
 
 
 def foldings_left_over() -> list[Folding]:
@@ -298,6 +324,8 @@ def folding_counts(folding: Folding) -> list[Count]:
     """The counts held under a folding key (none once it is released or expired)."""
     counts = []
     for raw_field, raw_n in _redis().hgetall(folding.key).items():
+        if raw_field == FOLD_ID_FIELD.encode():
+            continue
         parts = raw_field.decode().split("|")
         try:
             operator_id, kind, key, connection = parts

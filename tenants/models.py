@@ -246,8 +246,9 @@ class UsageCounterDelta(models.Model):
 
 
 class _UsageCounterPeriod(models.Model):
-    """What the daily, dekad and monthly counters share: the hourly buckets' identity and
-    a count; each names the date field its period starts on (`PERIOD`)."""
+    """What the daily, dekad, monthly, quarterly and yearly counters share: the hourly
+    buckets' identity and a count; each names the date field its period starts on
+    (`PERIOD`)."""
 
     PERIOD = ""
 
@@ -327,6 +328,50 @@ class UsageCounterMonthly(_UsageCounterPeriod):
 
     def __str__(self) -> str:
         return f"{self.kind} {self.key} {self.month:%Y-%m}: {self.count}"
+
+
+class UsageCounterQuarterly(_UsageCounterPeriod):
+    """The `UsageCounter` buckets of one UTC calendar quarter, summed (`quarter` is its
+    first day: the 1st of January, April, July or October). Ranges that cut years read
+    these for most of the months of the partial years (`selectors.usage_windows`)."""
+
+    PERIOD = "quarter"
+    quarter = models.DateField()
+
+    class Meta:
+        verbose_name = "usage counter (quarterly)"
+        verbose_name_plural = "usage counters (quarterly)"
+        constraints = [
+            models.UniqueConstraint(
+                fields=["operator", "quarter", "kind", "key", "connection"],
+                name="usagecounterquarterly_unique_bucket",
+            ),
+        ]
+        indexes = [models.Index(fields=["quarter"], name="usagecounterqtr_quarter_idx")]
+
+
+class UsageCounterYearly(_UsageCounterPeriod):
+    """The `UsageCounter` buckets of one UTC calendar year, summed (`year` is its 1st of
+    January). A report over the last twelve months reads this year's row less the
+    months and days still to come, instead of a row per month
+    (`selectors.usage_windows`)."""
+
+    PERIOD = "year"
+    year = models.DateField()
+
+    class Meta:
+        verbose_name = "usage counter (yearly)"
+        verbose_name_plural = "usage counters (yearly)"
+        constraints = [
+            models.UniqueConstraint(
+                fields=["operator", "year", "kind", "key", "connection"],
+                name="usagecounteryearly_unique_bucket",
+            ),
+        ]
+        indexes = [models.Index(fields=["year"], name="usagecounteryearly_year_idx")]
+
+    def __str__(self) -> str:
+        return f"{self.kind} {self.key} {self.year:%Y}: {self.count}"
 
 
 class UsageFold(models.Model):

@@ -18,6 +18,8 @@ from tenants.models import (
     UsageCounterDekad,
     UsageCounterDelta,
     UsageCounterMonthly,
+    UsageCounterQuarterly,
+    UsageCounterYearly,
 )
 from tenants.services import platform_key_digest
 
@@ -105,12 +107,11 @@ def usage_windows(
     """Usage counts of several windows in one statement: rows (window index, operator,
     kind, key[, connection], count), summed per window and bucket, zero sums left out.
 
-    Each window reads the monthly rollup for the months it covers whole, the fewest
-    dekad, daily (and monthly) rows that make up the months it covers in part
-    (`_usage_plan`), and the deltas not folded yet (by their hour's day): exact at any
-    moment for everything in the database (counts still in Redis arrive with the next
-    fold, within a minute). A year is twelve monthly rows per bucket plus at most about a
-    dozen dekad and daily ones. Without `by_connection` the connections of a key are
+    Each window reads the fewest rows of the yearly, monthly, dekad and daily rollups
+    that add up to its days (`_usage_plan`), and the deltas not folded yet (by their
+    hour's day): exact at any moment for everything in the database (counts still in
+    Redis arrive with the next fold, within a minute). The last twelve months are about
+    five rows per bucket. Without `by_connection` the connections of a key are
     summed together, which halves what is grouped.
     """
     params: dict = {}
@@ -140,10 +141,7 @@ def usage_windows(
         if window.kinds is not None:
             params[f"k{index}"] = list(window.kinds)
             filters.append(f"kind = ANY(%(k{index})s)")
-        months, parts = _usage_plan(since, until)
-        if months is not None:
-            add(index, filters, _LEVELS["month"]._meta.db_table, "month", *months)
-        for level, low, high, times in parts:
+        for level, low, high, times in _usage_plan(since, until):
             add(index, filters, _LEVELS[level]._meta.db_table, level, low, high, times)
         delta_table = UsageCounterDelta._meta.db_table
         add(index, filters, delta_table, "hour", _midnight(since), _midnight(until))
@@ -159,46 +157,98 @@ def usage_windows(
 
 
 # The rollups by the name of their period column.
-_LEVELS = {"month": UsageCounterMonthly, "dekad": UsageCounterDekad, "day": UsageCounterDaily}
+_LEVELS = {
+    "year": UsageCounterYearly,
+    "quarter": UsageCounterQuarterly,
+    "month": UsageCounterMonthly,
+    "dekad": UsageCounterDekad,
+    "day": UsageCounterDaily,
+}
 # A rollup row of one period: (level, the period's first day).
 _Unit = tuple[str, date]
+# Ranges of rollup rows: (level, first period or None, end or None, times to count them;
+# -1 subtracts). Only years are ever open-ended.
+_Plan = list[tuple[str, date | None, date | None, int]]
 
 
-def _usage_plan(
-    since: date | None, until: date | None
-) -> tuple[tuple[date | None, date | None] | None, list[tuple[str, date, date, int]]]:
-    """The rows that add up to the days [since, until): (the range of months read whole,
-    or None; ranges of rollup rows (level, first period, end, times to count them, -1
-    to subtract)).
+@dataclass(frozen=True)
+class _Tier:
+    """A period (`outer`) split into a few middle periods, each into small ones: a
+    month into dekads and days, a year into quarters and months."""
 
-    1. The months between the range's first and last month start are read whole.
-    2. A month the range covers in part is read as its few rows that add up to the part
-       (`_cover`): days, dekads, the month itself, some subtracted.
+    outer: str
+    middle: str
+    small: str
+
+    def start(self, day: date) -> date:
+        return _month_start(day) if self.outer == "month" else _year_start(day)
+
+    def end(self, start: date) -> date:
+        return _next_month(start) if self.outer == "month" else _next_year(start)
+
+    def middles(self, start: date) -> list[date]:
+        if self.outer == "month":
+            return [start, start + timedelta(days=10), start + timedelta(days=20)]
+        return [start.replace(month=month) for month in (1, 4, 7, 10)]
+
+    def smalls(self, start: date, end: date) -> dict[_Unit, int]:
+        units, period = {}, start
+        while period < end:
+            units[(self.small, period)] = 1
+            period = _period_end(self.small, period)
+        return units
+
+
+_MONTH = _Tier("month", "dekad", "day")
+_YEAR = _Tier("year", "quarter", "month")
+
+
+def _usage_plan(since: date | None, until: date | None) -> _Plan:
+    """The rows that add up to the days [since, until), either bound open (None).
+
+    1. The years between the range's first and last year start are read whole.
+    2. The whole months of a year the range covers in part are read as the fewest rows
+       that add up to them (`_cover`): months, quarters, the year itself, some
+       subtracted.
+    3. So are the days of a month it covers in part: days, dekads, the month.
+    Rows counted once and subtracted once cancel out. A year-long range reads at most
+    fifteen rows per bucket (the twelve months up to today: this year's row less the
+    rest of this month and of the year, rows that do not exist yet, and a few of last
+    year's).
     """
-    if since is None and until is None:
-        return (None, None), []
+    units: dict[_Unit, int] = {}
     low = since if since is None or since.day == 1 else _next_month(since)
     high = until if until is None or until.day == 1 else _month_start(until)
-    units: dict[_Unit, int] = {}
     if low is not None and high is not None and low > high:  # inside one month
-        _add(units, _cover(since, until))
-        return None, _ranges(units)
+        return _ranges(_cover(_MONTH, since, until))
     if since is not None and since != low:
-        _add(units, _cover(since, low))
+        _add(units, _cover(_MONTH, since, low))
     if until is not None and until != high:
-        _add(units, _cover(high, until))
-    whole = None if low is not None and low == high else (low, high)
-    return whole, _ranges(units)
+        _add(units, _cover(_MONTH, high, until))
+    whole: _Plan = []
+    if low is None or high is None or low < high:
+        first = low if low is None or low.month == 1 else _next_year(low)
+        last = high if high is None or high.month == 1 else _year_start(high)
+        if first is not None and last is not None and first > last:  # inside one year
+            _add(units, _cover(_YEAR, low, high))
+        else:
+            if low is not None and low != first:
+                _add(units, _cover(_YEAR, low, first))
+            if high is not None and high != last:
+                _add(units, _cover(_YEAR, last, high))
+            if first is None or last is None or first < last:
+                whole.append(("year", first, last, 1))
+    return whole + _ranges(units)
 
 
-def _cover(start: date, end: date) -> dict[_Unit, int]:
-    """The fewest rollup rows adding up to [start, end), days of one month: the
-    difference of the month's prefixes up to `end` and up to `start`, each written the
-    cheapest way (`_prefixes`)."""
+def _cover(tier: _Tier, start: date, end: date) -> dict[_Unit, int]:
+    """The fewest rollup rows adding up to [start, end), inside one of the tier's outer
+    periods: the difference of the period's prefixes up to `end` and up to `start`,
+    each written the cheapest way (`_prefixes`)."""
     best: dict[_Unit, int] | None = None
-    month = _month_start(start)
-    for upper in _prefixes(month, end):
-        for lower in _prefixes(month, start):
+    outer = tier.start(start)
+    for upper in _prefixes(tier, outer, end):
+        for lower in _prefixes(tier, outer, start):
             units = dict(upper)
             _add(units, lower, times=-1)
             if best is None or _cost(units) < _cost(best):
@@ -206,29 +256,30 @@ def _cover(start: date, end: date) -> dict[_Unit, int]:
     return best or {}
 
 
-def _prefixes(month: date, day: date) -> list[dict[_Unit, int]]:
-    """Ways to write the days of `month` before `day` (its 1st to the end of the month
-    included) as rollup rows: whole dekads then days; dekads past `day` less the days
-    after it; or the month less what follows `day`, written either way."""
-    end = _next_month(month)
-    if day == month:
+def _prefixes(tier: _Tier, outer: date, point: date) -> list[dict[_Unit, int]]:
+    """Ways to write the part of the outer period before `point` (its start to its end
+    included) as rollup rows: whole middle periods then small ones; middle periods past
+    `point` less the small ones after it; or the outer period less what follows
+    `point`, written either way."""
+    end = tier.end(outer)
+    if point == outer:
         return [{}]
-    dekads = [month, month + timedelta(days=10), month + timedelta(days=20)]
-    if day == end:
-        return [{("month", month): 1}, {("dekad", start): 1 for start in dekads}]
-    k = min((day - month).days // 10, 2)
-    start, stop = dekads[k], (dekads[k + 1] if k < 2 else end)
-    before = {("dekad", d): 1 for d in dekads[:k]}
-    after = {("dekad", d): 1 for d in dekads[k + 1 :]}
-    head = _days(start, day)  # the days of day's dekad before it
-    tail = _days(day, stop)  # and from it on
-    options = [
+    middles = tier.middles(outer)
+    if point == end:
+        return [{(tier.outer, outer): 1}, {(tier.middle, start): 1 for start in middles}]
+    k = max(index for index, start in enumerate(middles) if start <= point)
+    start, stop = middles[k], (middles[k + 1] if k + 1 < len(middles) else end)
+    before = {(tier.middle, d): 1 for d in middles[:k]}
+    after = {(tier.middle, d): 1 for d in middles[k + 1 :]}
+    head = tier.smalls(start, point)  # the small periods of point's middle one before it
+    tail = tier.smalls(point, stop)  # and from it on
+    whole, middle = {(tier.outer, outer): 1}, {(tier.middle, start): 1}
+    return [
         _sum(before, head),
-        _sum(before, {("dekad", start): 1}, tail, times=(1, 1, -1)),
-        _sum({("month", month): 1}, after, tail, times=(1, -1, -1)),
-        _sum({("month", month): 1}, after, {("dekad", start): 1}, head, times=(1, -1, -1, 1)),
+        _sum(before, middle, tail, times=(1, 1, -1)),
+        _sum(whole, after, tail, times=(1, -1, -1)),
+        _sum(whole, after, middle, head, times=(1, -1, -1, 1)),
     ]
-    return options
 
 
 def _days(start: date, end: date) -> dict[_Unit, int]:
@@ -266,11 +317,23 @@ def _ranges(units: dict[_Unit, int]) -> list[tuple[str, date, date, int]]:
 
 
 def _period_end(level: str, first: date) -> date:
+    if level == "year":
+        return _next_year(first)
+    if level == "quarter":
+        return _next_month(_next_month(_next_month(first)))
     if level == "day":
         return first + timedelta(days=1)
     if level == "month" or first.day == 21:
         return _next_month(first)
     return first + timedelta(days=10)
+
+
+def _year_start(day: date) -> date:
+    return day.replace(month=1, day=1)
+
+
+def _next_year(day: date) -> date:
+    return day.replace(year=day.year + 1, month=1, day=1)
 
 
 def _month_start(day: date) -> date:

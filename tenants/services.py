@@ -33,6 +33,8 @@ from tenants.models import (
     UsageCounterDekad,
     UsageCounterDelta,
     UsageCounterMonthly,
+    UsageCounterQuarterly,
+    UsageCounterYearly,
     UsageFold,
 )
 from tenants.scopes import ALL_SCOPES, normalize_scopes
@@ -334,14 +336,14 @@ def usage_counter_add(
 
 
 def usage_counters_fold(*, now: datetime | None = None) -> int:
-    """Fold usage counts into the hourly, daily, dekad and monthly counters; returns how
-    many deltas were folded.
+    """Fold usage counts into the hourly, daily, dekad, monthly, quarterly and yearly
+    counters; returns how many deltas were folded.
 
     1. Each hour's counts in Redis are renamed to a folding key, and folding keys a
        previous run left behind are taken up again (`tenants.accounting`).
     2. Each folding key's counts become delta rows, in the statement that inserts its
        marker: exactly once, whoever folds it and however often (`_usage_fold_one`).
-    3. All deltas, these and those written with ingestions, move into the four sets of
+    3. All deltas, these and those written with ingestions, move into the six sets of
        buckets in one statement (`common.db.deltas_fold`).
     4. Markers older than any folding key can be are deleted.
     A Redis that cannot be reached skips steps 1-2; its counts wait for the next run.
@@ -365,12 +367,16 @@ def usage_counters_fold(*, now: datetime | None = None) -> int:
             (UsageCounterDaily._meta.db_table, _bucket_keys("day"), []),
             (UsageCounterDekad._meta.db_table, _bucket_keys("dekad"), []),
             (UsageCounterMonthly._meta.db_table, _bucket_keys("month"), []),
+            (UsageCounterQuarterly._meta.db_table, _bucket_keys("quarter"), []),
+            (UsageCounterYearly._meta.db_table, _bucket_keys("year"), []),
         ],
-        # UTC days, dekads and months, whatever the session's time zone.
+        # UTC days, dekads, months, quarters and years, whatever the session's time zone.
         computed={
             "day": "(hour AT TIME ZONE 'UTC')::date",
             "dekad": DEKAD_OF_HOUR,
             "month": "date_trunc('month', hour AT TIME ZONE 'UTC')::date",
+            "quarter": "date_trunc('quarter', hour AT TIME ZONE 'UTC')::date",
+            "year": "date_trunc('year', hour AT TIME ZONE 'UTC')::date",
         },
     )
     kept = timedelta(hours=settings.TALLY["USAGE"]["REDIS_HOURS"]) + FOLD_MARKER_MARGIN

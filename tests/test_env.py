@@ -2,6 +2,10 @@
 
 from __future__ import annotations
 
+import os
+import subprocess
+import sys
+
 import pytest
 from django.core.exceptions import ImproperlyConfigured
 
@@ -90,3 +94,17 @@ def test_env_json_rejects_invalid_json(monkeypatch):
     monkeypatch.setenv(NAME, "{not json")
     with pytest.raises(ImproperlyConfigured, match=NAME):
         env_json(NAME)
+
+
+@pytest.mark.parametrize("hours", ["0", "8785", "99999999999"])
+def test_usage_redis_hours_out_of_range_stops_start_up(hours):
+    environment = {**os.environ, "TALLY_USAGE_REDIS_HOURS": hours}
+    finished = subprocess.run(
+        [sys.executable, "manage.py", "check"],
+        env=environment,
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
+    assert finished.returncode != 0
+    assert "TALLY_USAGE_REDIS_HOURS must be from 1 to 8784" in finished.stderr

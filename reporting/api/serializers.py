@@ -31,6 +31,9 @@ from streams.models import Connector
 from tenants.models import Operator
 
 ISO_DATE = re.compile(r"[0-9]{4}-[0-9]{2}-[0-9]{2}")
+# The report reads up to the month after the day after `end`: later days cannot be
+# represented (Python's dates end with 9999).
+LAST_REPORT_DAY = datetime.date(9998, 12, 31)
 
 
 class MetricFilterSerializer(TallySerializer):
@@ -185,6 +188,10 @@ class UsageReportQuerySerializer(TallySerializer):
     end = IsoDateField(help_text="The last day of the report (UTC, inclusive), YYYY-MM-DD.")
 
     def validate(self, data: dict) -> dict:
+        if data["end"] > LAST_REPORT_DAY:
+            raise serializers.ValidationError(
+                {"end": [f"end must be on or before {LAST_REPORT_DAY.isoformat()}."]}
+            )
         days = (data["end"] - data["start"]).days + 1
         if days < 1:
             raise serializers.ValidationError({"end": ["end must not be before start."]})

@@ -3,7 +3,7 @@ platform API's metrics and billing report (`/platform-api/...`, platform keys)."
 
 from __future__ import annotations
 
-from decimal import Decimal
+from decimal import Decimal, localcontext
 
 from drf_spectacular.types import OpenApiTypes
 from drf_spectacular.utils import (
@@ -19,7 +19,7 @@ from rest_framework.response import Response
 from common.api.filters import SORT_ORDERS
 from common.api.pagination import DEFAULT_LIMIT, MAX_LIMIT, query_int
 from common.api.renderers import CSVRenderer, DecimalJSONRenderer
-from common.json import format_datetime, normalize_decimal
+from common.json import WithoutDatetimes, format_datetime, normalize_decimal
 from reporting.api.serializers import (
     MetricsAnswerSerializer,
     MetricsSerializer,
@@ -183,6 +183,9 @@ def _sort_parameters() -> list[OpenApiParameter]:
     ]
 
 
+SKIP_CEILING = 2**62
+
+
 class PlatformOperatorsView(PlatformAPIView):
     """Every operator with its figures, all time: status, active connections, API calls,
     events ingested and when it was last active. Sorted and paged like every list."""
@@ -194,7 +197,8 @@ class PlatformOperatorsView(PlatformAPIView):
     )
     def get(self, request: Request) -> Response:
         limit = query_int(request, "limit", DEFAULT_LIMIT, MAX_LIMIT)
-        skip = query_int(request, "skip", 0)
+        # Past every operator either way; PostgreSQL's OFFSET is a bigint.
+        skip = min(query_int(request, "skip", 0), SKIP_CEILING)
         sort_by = request.query_params.get("sortBy") or DEFAULT_OPERATOR_SORT
         if sort_by not in OPERATOR_SORTS:
             allowed = ", ".join(OPERATOR_SORTS)
@@ -273,17 +277,28 @@ def _report_json(report: UsageReport) -> dict:
             "gatewayRequestsByConnector": line.gateway_requests_by_connector,
             "eventsByType": line.events_by_type,
             "storageBytes": line.storage_bytes,
-            "billableUnits": normalize_decimal(line.billable_units),
+            "billableUnits": _units(line.billable_units),
         }
 
-    return {
-        "start": report.start.isoformat(),
-        "end": report.end.isoformat(),
-        "operators": [
+    return WithoutDatetimes(
+        start=report.start.isoformat(),
+        end=report.end.isoformat(),
+        operators=[
             {"id": str(line.id), "name": line.name, **figures(line)} for line in report.operators
         ],
-        "totals": figures(report.totals),
-    }
+        totals=figures(report.totals),
+    )
+
+
+def _units(value: Decimal) -> Decimal:
+    """Billable units without trailing zeros and with every digit: `normalize` rounds to
+    the context's precision (28 digits by default), and units are exact."""
+    with localcontext(prec=UNITS_PRECISION):
+        return normalize_decimal(value)
+
+
+# More digits than units can have (weights of 20 digits times 64-bit counts).
+UNITS_PRECISION = 100
 
 
 def _report_table(report: UsageReport) -> dict:
@@ -326,7 +341,7 @@ _FORMULA_STARTS = ("=", "+", "-", "@", "\t", "\r")
 
 def _cell(value):
     if isinstance(value, Decimal):
-        return format(normalize_decimal(value), "f")
+        return format(_units(value), "f")
     if isinstance(value, str) and value.startswith(_FORMULA_STARTS):
         return "'" + value
     return value

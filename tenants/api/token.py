@@ -25,6 +25,7 @@ from common.api.errors import error_body, error_response
 from common.api.ratelimit import rate_limit_take, remember_result
 from common.json import InvalidJSON, dumps, loads
 from tenants.accounting import api_caller_mark
+from tenants.services import operator_mark_active
 
 TOKEN_FIELDS = ("grant_type", "client_id", "client_secret", "audience", "scope")
 # What goes on to oauthlib; `audience` is Tally's own check.
@@ -171,12 +172,17 @@ class TokenView(View):
         core = _ParamsCore()
         _uri, _headers, body, status = core.create_token_response(request)
         payload = loads(body)
+        operator_id = core.validator.operator_id
+        if operator_id is not None:
+            # Once the client is authenticated, its request is an API call of its
+            # operator (category `oauth`), answered with a token or refused (a scope
+            # not allowed), as every other endpoint counts its authenticated callers.
+            api_caller_mark(request, operator_id)
         if status != 200:
             code = payload.get("error", "invalid_request")
             description = payload.get("error_description") or _DESCRIPTIONS.get(code, code)
             raise TokenRequestError(status, code, description)
-        # A token issued is an API call of the client's operator (category `oauth`).
-        api_caller_mark(request, core.validator.operator_id)
+        operator_mark_active(operator_id=operator_id)
         answer = {
             "access_token": payload["access_token"],
             "expires_in": payload["expires_in"],

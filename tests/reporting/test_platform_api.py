@@ -6,7 +6,9 @@ test's setup so that setting a scene never counts."""
 
 from __future__ import annotations
 
+import re
 import threading
+import uuid
 
 import pytest
 from django.db import connection
@@ -77,12 +79,53 @@ def test_platform_keys_get_401_on_operator_endpoints(platform, method, path, bod
     assert "Platform API keys" in error["message"]
 
 
+def operator_routes() -> list[str]:
+    """A path of every route an operator's token opens, parameters filled in."""
+    from django.urls import URLPattern, URLResolver, get_resolver
+
+    from tenants.api.authentication import OperatorTokenAuthentication
+
+    def walk(resolver, prefix=""):
+        for pattern in resolver.url_patterns:
+            route = prefix + str(pattern.pattern).lstrip("^").rstrip("$")
+            if isinstance(pattern, URLResolver):
+                yield from walk(pattern, route)
+            elif isinstance(pattern, URLPattern):
+                view = getattr(pattern.callback, "cls", None)
+                if OperatorTokenAuthentication in getattr(view, "authentication_classes", ()):
+                    yield "/" + route
+
+    filled = re.compile(r"<[^>]+>|\(\?P<[^>]+>[^)]*\)")
+    return sorted({filled.sub(str(uuid.UUID(int=1)), route) for route in walk(get_resolver())})
+
+
+def test_platform_keys_get_401_on_every_operator_endpoint(platform):
+    routes = operator_routes()
+    assert COLLECTORS in routes and "/metrics" in routes and len(routes) > 20
+    for path in routes:
+        for method in ("get", "post"):
+            error = assert_error_body(getattr(platform, method)(path), 401)
+            assert "Platform API keys" in error["message"], (method, path)
+
+
 @pytest.mark.parametrize("path", PLATFORM_PATHS)
 @pytest.mark.parametrize("method", ["post", "put", "patch", "delete"])
 def test_only_get_is_allowed(platform, path, method):
     response = getattr(platform, method)(path, {})
     assert_error_body(response, 405)
     assert response["Allow"].startswith("GET")
+
+
+def test_the_platform_endpoints_share_the_platform_rate_limit(platform, settings):
+    settings.TALLY["RATE_LIMITS"]["platform"] = {"rate": 0.001, "burst": 4}
+
+    answers = [platform.get(path) for path in PLATFORM_PATHS]
+    refused = platform.get(SUMMARY)
+
+    assert [response.status_code for response in answers] == [200] * 4
+    assert [response["RateLimit-Remaining"] for response in answers] == ["3", "2", "1", "0"]
+    assert_error_body(refused, 429)
+    assert refused["RateLimit-Limit"] == "4"
 
 
 # -- Summary --------------------------------------------------------------------------------
@@ -245,6 +288,10 @@ def test_operators_page_with_limit_and_skip(platform, three):
     assert _names(platform, sortBy="eventsIngested", sortOrder="DESC", limit=1, skip=1) == ["b"]
     assert platform.get(OPERATORS, {"limit": 1}).json()["total"] == 3
     assert platform.get(OPERATORS, {"limit": 100}).status_code == 200
+    # Past every operator, even past what PostgreSQL's OFFSET can take: an empty page.
+    for skip in (str(2**63 - 1), "9" * 30):
+        for sort_by in ("name", "apiCalls"):
+            assert _names(platform, skip=skip, sortBy=sort_by) == []
 
 
 def test_the_default_page_is_twenty(platform, db):

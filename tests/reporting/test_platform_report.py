@@ -7,7 +7,7 @@ import csv
 import datetime
 import io
 import re
-from decimal import Decimal
+from decimal import Decimal, localcontext
 
 import pytest
 from django.db import connection
@@ -73,6 +73,8 @@ def today() -> str:
         ({"start": "2026-03-01", "end": "yesterday"}, ["end"]),
         ({"start": "2026-03-31", "end": "2026-03-01"}, ["end"]),
         ({"start": "2025-01-01", "end": "2026-01-02"}, ["end"]),
+        ({"start": "9999-12-31", "end": "9999-12-31"}, ["end"]),
+        ({"start": "9999-01-01", "end": "9999-01-31"}, ["end"]),
     ],
     ids=[
         "nothing",
@@ -88,6 +90,8 @@ def today() -> str:
         "words",
         "end-before-start",
         "367-days",
+        "the-last-day",
+        "the-last-year",
     ],
 )
 def test_a_bad_range_is_400_naming_the_parameter(platform, params, fields):
@@ -99,6 +103,22 @@ def test_a_range_of_366_days_and_of_one_day_are_answered(platform):
     assert report(platform, "2024-01-01", "2024-12-31")["end"] == "2024-12-31"  # leap year
     body = report(platform, "2026-03-01", "2026-03-01")
     assert (body["start"], body["end"]) == ("2026-03-01", "2026-03-01")
+
+
+@pytest.mark.parametrize(
+    "start, end",
+    [
+        ("0001-01-01", "0001-01-01"),
+        ("0001-01-01", "0001-12-31"),
+        ("9998-01-01", "9998-12-31"),
+        ("9998-12-02", "9998-12-30"),
+        ("9998-12-31", "9998-12-31"),
+    ],
+)
+@pytest.mark.parametrize("accept", ["text/csv", "application/json"])
+def test_the_first_and_last_days_a_report_can_cover_are_answered(platform, start, end, accept):
+    response = platform.get(REPORT, {"start": start, "end": end}, HTTP_ACCEPT=accept)
+    assert response.status_code == 200, response.content
 
 
 @pytest.mark.parametrize("accept", ["text/csv", "application/json"])
@@ -266,6 +286,36 @@ def test_billable_units_come_from_the_weights(platform, acme, globex, history):
     assert globex_line["billableUnits"] == (
         Decimal(globex_line["storageBytes"]) / Decimal(10**9) * weights["storageGbWeight"]
     )
+
+
+def test_units_of_more_than_28_digits_keep_every_digit_in_json_and_csv(platform, acme):
+    set_weights(
+        platform,
+        {
+            "apiCallWeight": Decimal("1.0000000001"),
+            "gatewayRequestWeight": 0,
+            "eventWeight": 0,
+            "storageGbWeight": Decimal("0.0000000001"),
+        },
+    )
+    moment = at("2026-03-02")
+    usage_counter_add(
+        operator_id=acme.operator.pk, kind="api_call", key="metrics", count=10**9, at=moment
+    )
+    usage_counter_add(operator_id=acme.operator.pk, kind="event", key="print", at=moment)
+    fold()
+    params = {"start": "2026-03-01", "end": "2026-03-31"}
+
+    body = platform.get(REPORT, params).json(parse_float=Decimal)
+    (row, _totals) = csv_rows(platform.get(REPORT, params, HTTP_ACCEPT="text/csv"))
+
+    with localcontext(prec=100):  # the default context would round to 28 digits
+        exact = 10**9 * Decimal("1.0000000001") + Decimal(
+            platform_figures.storage_bytes_per_record()
+        ).scaleb(-9) * Decimal("0.0000000001")
+    assert len(exact.as_tuple().digits) > 28
+    assert line(body, acme)["billableUnits"] == exact
+    assert Decimal(row["billableUnits"]) == exact
 
 
 def test_with_the_default_weights_units_are_calls_requests_and_events(

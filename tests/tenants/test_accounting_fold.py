@@ -5,20 +5,16 @@ them back exactly for any range of days."""
 from __future__ import annotations
 
 import random
-import socket
-import subprocess
 import threading
 import time
 from collections import Counter
 from datetime import UTC, date, datetime, timedelta
 
 import pytest
-import redis
 from django.db import connection, transaction
 from django.db.migrations.executor import MigrationExecutor
 from django.test import Client
 
-from config.embedded import _redis_executable
 from tenants import accounting, services
 from tenants.models import (
     UsageCounter,
@@ -28,9 +24,10 @@ from tenants.models import (
     UsageCounterMonthly,
     UsageFold,
 )
-from tenants.selectors import _usage_plan, usage_totals
+from tenants.selectors import usage_totals
 from tenants.services import usage_counter_add, usage_counters_fold
 from tests.factories import CollectorFactory, OperatorFactory
+from tests.redis_server import serve
 
 API = accounting.API_CALL
 
@@ -207,6 +204,31 @@ def test_a_crash_between_rename_and_commit_is_folded_by_the_next_run(monkeypatch
 
 
 @pytest.mark.django_db(transaction=True)
+def test_an_hour_claimed_and_counted_again_since_its_id_was_read_waits(monkeypatch):
+    """A fold reads an hour's fold id, then another fold claims that hour and a count
+    starts it afresh: the first must not rename the fresh counts under the old id (its
+    marker would drop them)."""
+    operator = OperatorFactory()
+    accounting.usage_count(operator_id=operator.pk, kind=API, key="billing", n=3)
+    read_id = accounting._uuid_or_none
+
+    def another_fold_meanwhile(text):
+        monkeypatch.setattr(accounting, "_uuid_or_none", read_id)
+        usage_counters_fold()
+        accounting.usage_count(operator_id=operator.pk, kind=API, key="billing", n=4)
+        return read_id(text)
+
+    monkeypatch.setattr(accounting, "_uuid_or_none", another_fold_meanwhile)
+    assert accounting.hours_claim() == []  # left for the next fold
+    assert totals() == {(operator.pk, API, "billing", ""): 3}
+
+    usage_counters_fold()
+
+    assert totals() == {(operator.pk, API, "billing", ""): 7}
+    assert redis_keys() == []
+
+
+@pytest.mark.django_db(transaction=True)
 def test_two_folds_of_one_folding_key_write_it_once():
     operator = OperatorFactory()
     accounting.usage_count(operator_id=operator.pk, kind=API, key="oauth", n=9)
@@ -307,51 +329,9 @@ def test_counts_wait_in_redis_with_an_expiry(settings):
 # --- A Redis of the test's own, restarted between requests --------------------------------
 
 
-def free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return sock.getsockname()[1]
-
-
-class RedisServer:
-    """A Redis without persistence: stopping it loses everything it held."""
-
-    def __init__(self, directory) -> None:
-        self.directory = directory
-        self.port = free_port()
-        self.process: subprocess.Popen | None = None
-
-    @property
-    def url(self) -> str:
-        return f"redis://127.0.0.1:{self.port}/0"
-
-    def start(self) -> None:
-        argv = [_redis_executable(), "--port", str(self.port), "--bind", "127.0.0.1"]
-        argv += ["--save", "", "--appendonly", "no", "--dir", str(self.directory)]
-        self.process = subprocess.Popen(argv, stdout=subprocess.DEVNULL)
-        deadline = time.monotonic() + 10
-        while time.monotonic() < deadline:
-            try:
-                if redis.Redis.from_url(self.url, socket_timeout=1).ping():
-                    return
-            except redis.RedisError:
-                time.sleep(0.05)
-        raise RuntimeError("The test's Redis did not start.")
-
-    def stop(self) -> None:
-        self.process.terminate()
-        self.process.wait(timeout=10)
-
-
 @pytest.fixture
 def own_redis(settings, tmp_path):
-    server = RedisServer(tmp_path)
-    server.start()
-    settings.REDIS_URL = server.url
-    settings.CACHES = {"default": {**settings.CACHES["default"], "LOCATION": server.url}}
-    yield server
-    if server.process.poll() is None:
-        server.stop()
+    yield from serve(settings, tmp_path)
 
 
 @pytest.mark.django_db(transaction=True)
@@ -436,82 +416,6 @@ def test_usage_totals_match_the_hourly_counts_for_any_range():
     assert totals(since=since, until=until, kinds=["event"]) == brute(since, until, kinds={"event"})
 
 
-@pytest.mark.parametrize(
-    "since, until, months, parts",
-    [
-        (date(2025, 1, 1), date(2026, 1, 1), (date(2025, 1, 1), date(2026, 1, 1)), []),
-        # From mid-January to mid-December: the months between, then for January the
-        # month less its first dekad and the 11th to the 15th...
-        (
-            date(2025, 1, 16),
-            date(2025, 12, 16),
-            (date(2025, 2, 1), date(2025, 12, 1)),
-            [
-                ("day", date(2025, 1, 16), date(2025, 1, 21), 1),
-                ("day", date(2025, 12, 11), date(2025, 12, 16), 1),
-                ("dekad", date(2025, 1, 21), date(2025, 2, 1), 1),
-                ("dekad", date(2025, 12, 1), date(2025, 12, 11), 1),
-            ],
-        ),
-        # From the 2nd to the 30th: whole months less the days left out.
-        (
-            date(2025, 1, 2),
-            date(2025, 12, 30),
-            (date(2025, 2, 1), date(2025, 12, 1)),
-            [
-                ("day", date(2025, 1, 1), date(2025, 1, 2), -1),
-                ("day", date(2025, 12, 30), date(2026, 1, 1), -1),
-                ("month", date(2025, 1, 1), date(2025, 2, 1), 1),
-                ("month", date(2025, 12, 1), date(2026, 1, 1), 1),
-            ],
-        ),
-        # Inside one month.
-        (
-            date(2025, 5, 10),
-            date(2025, 5, 12),
-            None,
-            [("day", date(2025, 5, 10), date(2025, 5, 12), 1)],
-        ),
-        (
-            date(2025, 5, 11),
-            date(2025, 5, 21),
-            None,
-            [("dekad", date(2025, 5, 11), date(2025, 5, 21), 1)],
-        ),
-        (None, None, (None, None), []),
-    ],
-    ids=["calendar-year", "mid-month-to-mid-month", "nearly-a-year", "two-days", "a-dekad", "all"],
-)
-def test_a_range_reads_whole_months_and_few_other_rows(since, until, months, parts):
-    assert _usage_plan(since, until) == (months, parts)
-
-
-def test_no_year_long_range_reads_more_than_thirteen_rows_beyond_its_months():
-    """At most six or seven per month it cuts (of a bucket: reading days is the cost)."""
-    first = date(2025, 1, 1)
-    worst = 0
-    for offset in range(365):
-        since = first + timedelta(days=offset)
-        _months, parts = _usage_plan(since, since + timedelta(days=365))
-        worst = max(
-            worst, sum(abs(times) * _periods(level, low, high) for level, low, high, times in parts)
-        )
-    assert worst == 13
-
-
-def _periods(level: str, low: date, high: date) -> int:
-    """How many rows of one bucket a range of a level holds."""
-    if level == "day":
-        return (high - low).days
-    if level == "month":
-        return (high.year * 12 + high.month) - (low.year * 12 + low.month)
-    return len({(day.year, day.month, min((day.day - 1) // 10, 2)) for day in _each_day(low, high)})
-
-
-def _each_day(low: date, high: date):
-    return (low + timedelta(days=n) for n in range((high - low).days))
-
-
 # --- The data migration -------------------------------------------------------------------
 
 
@@ -593,3 +497,29 @@ def test_the_counters_are_listed_read_only_in_the_admin(staff_user):
     assert browser.get("/admin/tenants/usagefold/").status_code == 200
     row = UsageCounter.objects.first()
     assert browser.post(f"/admin/tenants/usagecounter/{row.pk}/change/", {}).status_code == 403
+
+
+@pytest.mark.django_db(transaction=True)
+def test_a_redis_that_comes_back_from_an_older_snapshot_folds_nothing_twice(own_redis):
+    """Redis restored to an earlier state (a crash that reloads the last snapshot, or a
+    failover to a replica that had not seen the last fold): hours folded since reappear
+    as they were, and must not be folded again."""
+    operator = OperatorFactory()
+    accounting.usage_count(operator_id=operator.pk, kind=API, key="billing", n=5)
+    left_over = accounting.hours_claim()  # a folding key a crash left behind
+    accounting.usage_count(operator_id=operator.pk, kind=API, key="billing", n=2)
+    own_redis.snapshot()  # both the folding key and the hour's counts, unfolded
+    usage_counters_fold()
+    assert totals() == {(operator.pk, API, "billing", ""): 7}
+
+    own_redis.kill()
+    own_redis.start()
+    assert len(redis_keys("folding:*")) == 1 and left_over  # the snapshot is back
+    usage_counters_fold()
+
+    assert totals() == {(operator.pk, API, "billing", ""): 7}
+    assert redis_keys() == []
+    # Counting goes on as before.
+    accounting.usage_count(operator_id=operator.pk, kind=API, key="billing")
+    usage_counters_fold()
+    assert totals() == {(operator.pk, API, "billing", ""): 8}
