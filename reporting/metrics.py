@@ -165,6 +165,28 @@ def metric_query_check(raw: dict[str, Any]) -> MetricQuery:
 # -- Time ----------------------------------------------------------------------------------
 
 
+def metrics_request_check(
+    start: datetime.datetime, end: datetime.datetime, raw_queries: list[dict[str, Any]]
+) -> list[MetricQuery]:
+    """A whole request's window and queries, checked as `POST /metrics` checks them once
+    its serializer has read them; raises MetricsInvalid with every problem, each at its
+    field path (`endTime`, `metricQueries[1].groupBy`…)."""
+    problems = window_check(start, end)
+    queries = []
+    for index, raw in enumerate(raw_queries):
+        try:
+            queries.append(metric_query_check(raw))
+        except MetricsInvalid as invalid:
+            problems += [(f"metricQueries[{index}].{w}", m) for w, m in invalid.problems]
+    if problems:
+        raise MetricsInvalid(problems)
+    return queries
+
+
+# The last moment a window may reach: its buckets end within the dates Python can hold.
+LATEST_MOMENT = datetime.datetime(9999, 1, 1, tzinfo=datetime.UTC)
+
+
 def window_check(start: datetime.datetime, end: datetime.datetime) -> list[tuple[str, str]]:
     """What is wrong with a query window, as (field, message) pairs."""
     problems = []
@@ -175,6 +197,9 @@ def window_check(start: datetime.datetime, end: datetime.datetime) -> list[tuple
             problems.append((name, "Must fall on a whole hour (UTC): usage is kept by the hour."))
     if not problems and end <= start:
         problems.append(("endTime", "Must be after startTime."))
+    for name, moment in (("startTime", start), ("endTime", end)):
+        if not problems and moment > LATEST_MOMENT:
+            problems.append((name, "Must be no later than 9999-01-01T00:00:00Z."))
     return problems
 
 

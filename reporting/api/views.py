@@ -30,7 +30,7 @@ from reporting.api.serializers import (
     UsageReportQuerySerializer,
     UsageReportSerializer,
 )
-from reporting.metrics import MetricsInvalid, metric_query_check, window_check
+from reporting.metrics import MetricsInvalid, metrics_request_check
 from reporting.platform import (
     DEFAULT_OPERATOR_SORT,
     OPERATOR_SORTS,
@@ -102,16 +102,8 @@ class MetricsViewSet(JSONErrorsMixin, viewsets.ViewSet):
         serializer.is_valid(raise_exception=True)
         data = serializer.validated_data
         start, end = data["start_time"], data["end_time"]
-        problems = window_check(start, end)
-        queries = []
-        for index, raw in enumerate(data["metric_queries"]):
-            try:
-                queries.append(metric_query_check(raw))
-            except MetricsInvalid as invalid:
-                problems += [(f"metricQueries[{index}].{w}", m) for w, m in invalid.problems]
         try:
-            if problems:
-                raise MetricsInvalid(problems)
+            queries = metrics_request_check(start, end, data["metric_queries"])
             results = metrics_answer(
                 operator=caller_operator(self), start=start, end=end, queries=queries
             )

@@ -505,3 +505,16 @@ def test_errors_are_json_even_when_csv_is_asked_for(client):
     body = {**WINDOW, "metricQueries": [query(groupBy="USAGE_METER_ID")]}
     response = client.post(METRICS_URL, body, HTTP_ACCEPT="text/csv")
     assert_refused(response, "metricQueries[0].groupBy", "USAGE_METER_ID")
+
+
+@pytest.mark.parametrize("period", ["HOUR", "DAY", "WEEK", "MONTH"])
+def test_a_window_past_the_year_9998_is_refused_not_a_crash(client, period):
+    late = {"startTime": "9998-12-01T00:00:00Z", "endTime": "9999-12-31T00:00:00Z"}
+    response = metrics(client, query(name="EVENTS", aggregationPeriod=period), **late)
+    assert_refused(response, "endTime", "9999-01-01")
+
+
+def test_a_window_ending_on_the_last_moment_allowed_is_answered(client):
+    last = {"startTime": "9998-12-01T00:00:00Z", "endTime": "9999-01-01T00:00:00Z"}
+    response = metrics(client, query(name="EVENTS", aggregationPeriod="MONTH"), **last)
+    assert response.status_code == 200, response.content
