@@ -81,7 +81,7 @@ class Ingestion(models.Model):
         ]
 
     def __str__(self) -> str:
-        return str(self.id)
+        return f"{self.received_at:%Y-%m-%d %H:%M:%S} · {self.record_count} records"
 
 
 class IdempotencyKey(models.Model):
@@ -173,7 +173,7 @@ class Record(models.Model):
         db_table = "collection_record"
 
     def __str__(self) -> str:
-        return self.record_id
+        return f"{self.record_id} · {self.type}" if self.type else self.record_id
 
 
 class EventRollup(models.Model):
@@ -207,7 +207,8 @@ class EventRollup(models.Model):
         ]
 
     def __str__(self) -> str:
-        return f"{self.type} {self.get_status_display()} {self.hour:%Y-%m-%d %H}h: {self.count}"
+        what = f"{self.type} " if self.type else ""
+        return f"{what}{self.get_status_display()} · {self.hour:%Y-%m-%d %H}:00 UTC: {self.count}"
 
 
 class CustomerEventRollup(models.Model):
@@ -251,7 +252,7 @@ class CustomerEventRollup(models.Model):
 
     def __str__(self) -> str:
         who = self.customer_id or self.account_id
-        return f"{who} {self.type} {self.get_status_display()} {self.hour:%Y-%m-%d %H}h"
+        return f"{who} · {self.type} {self.get_status_display()} · {self.hour:%Y-%m-%d %H}:00 UTC"
 
 
 class EventRollupDelta(models.Model):
@@ -276,4 +277,4 @@ class EventRollupDelta(models.Model):
         indexes = [models.Index(fields=["collector", "status"], name="rollupdelta_collector_idx")]
 
     def __str__(self) -> str:
-        return f"{self.type} {self.status} {self.count:+d}"
+        return f"{self.type} {self.get_status_display()} {self.count:+d}"

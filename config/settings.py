@@ -6,6 +6,7 @@ from pathlib import Path
 
 import dj_database_url
 from django.core.exceptions import ImproperlyConfigured
+from django.urls import reverse_lazy
 
 from config.env import env_bool, env_int, env_json, env_list, env_str
 from config.rate_limits import merge_rate_limits
@@ -18,6 +19,10 @@ ALLOWED_HOSTS = env_list("ALLOWED_HOSTS", ["localhost", "127.0.0.1", "[::1]"])
 CSRF_TRUSTED_ORIGINS = env_list("CSRF_TRUSTED_ORIGINS", [])
 
 INSTALLED_APPS = [
+    # Before the admin: its templates override the stock ones.
+    "unfold",
+    "unfold.contrib.filters",
+    "unfold.contrib.forms",
     "django.contrib.admin",
     "django.contrib.auth",
     "django.contrib.contenttypes",
@@ -72,6 +77,8 @@ TEMPLATES = [
                 "django.contrib.auth.context_processors.auth",
                 "django.contrib.messages.context_processors.messages",
             ],
+            # The dashboards' filters (exact quantities, percentages).
+            "libraries": {"tally_web": "reporting.web.templatetags"},
         },
     },
 ]
@@ -103,7 +110,19 @@ AUTH_PASSWORD_VALIDATORS = [
     {"NAME": "django.contrib.auth.password_validation.CommonPasswordValidator"},
     {"NAME": "django.contrib.auth.password_validation.NumericPasswordValidator"},
 ]
-LOGIN_URL = "/admin/login/"
+# Operators' people and staff sign in here; the admin keeps its own login page.
+LOGIN_URL = "/login/"
+
+# Password-reset mail. The console backend prints messages to the web process's output;
+# set EMAIL_BACKEND to django.core.mail.backends.smtp.EmailBackend and EMAIL_HOST etc.
+# to send them.
+EMAIL_BACKEND = env_str("EMAIL_BACKEND", "django.core.mail.backends.console.EmailBackend")
+EMAIL_HOST = env_str("EMAIL_HOST", "localhost")
+EMAIL_PORT = env_int("EMAIL_PORT", 25)
+EMAIL_HOST_USER = env_str("EMAIL_HOST_USER", "")
+EMAIL_HOST_PASSWORD = env_str("EMAIL_HOST_PASSWORD", "")
+EMAIL_USE_TLS = env_bool("EMAIL_USE_TLS", False)
+DEFAULT_FROM_EMAIL = env_str("DEFAULT_FROM_EMAIL", "Tally <tally@localhost>")
 
 LANGUAGE_CODE = "en-us"
 TIME_ZONE = "UTC"
@@ -111,6 +130,8 @@ USE_I18N = True
 USE_TZ = True
 
 STATIC_URL = "static/"
+# The project's own files (the dashboards' stylesheet), beside the apps' static files.
+STATICFILES_DIRS = [BASE_DIR / "static"]
 STATIC_ROOT = Path(env_str("STATIC_ROOT", str(BASE_DIR / ".tally" / "static")))
 
 SECURE_PROXY_SSL_HEADER = (
@@ -267,6 +288,178 @@ TALLY = {
 # Counts wait in Redis at most this long; a year is more than any outage to ride out.
 if not 1 <= TALLY["USAGE"]["REDIS_HOURS"] <= 24 * 366:
     raise ImproperlyConfigured("TALLY_USAGE_REDIS_HOURS must be from 1 to 8784 (a year).")
+
+# The admin's look (django-unfold): Tally's name and colours, and a sidebar grouped by
+# what staff do. Every model with an admin page is listed in exactly one group (a test
+# holds the two together); system internals (Beat, OAuth tokens) sit under System.
+
+
+def _admin_page(title: str, model: str, icon: str) -> dict:
+    """A sidebar entry for a model's admin list, shown to those who may view it."""
+    app_label, model_name = model.split(".")
+
+    def may_view(request) -> bool:
+        user = request.user
+        return user.has_perm(f"{app_label}.view_{model_name}") or user.has_perm(
+            f"{app_label}.change_{model_name}"
+        )
+
+    return {
+        "title": title,
+        "icon": icon,
+        "link": reverse_lazy(f"admin:{app_label}_{model_name}_changelist"),
+        "permission": may_view,
+    }
+
+
+def _page_exists(path: str):
+    """Permission for a link to a page outside the admin: staff, once the page is wired."""
+
+    def shown(request) -> bool:
+        from django.urls import Resolver404, resolve
+
+        try:
+            resolve(path)
+        except Resolver404:
+            return False
+        return request.user.is_staff
+
+    return shown
+
+
+UNFOLD = {
+    "SITE_TITLE": "Tally",
+    "SITE_HEADER": "Tally",
+    "SITE_SUBHEADER": "Usage metering",
+    "SITE_SYMBOL": "speed",
+    "SITE_URL": "/",
+    "SHOW_VIEW_ON_SITE": False,
+    "SITE_DROPDOWN": [
+        {"title": "Operator dashboard", "icon": "monitoring", "link": "/dashboard/"},
+        {"title": "Platform dashboard", "icon": "insights", "link": "/platform/"},
+        {"title": "API documentation", "icon": "api", "link": "/api/docs/"},
+    ],
+    # Tally teal: white text stays readable on 600 (buttons, the selected page).
+    "COLORS": {
+        "primary": {
+            "50": "oklch(97.8% .016 188)",
+            "100": "oklch(94.6% .042 188)",
+            "200": "oklch(89.5% .075 188)",
+            "300": "oklch(82% .105 188)",
+            "400": "oklch(72% .12 188)",
+            "500": "oklch(62% .115 190)",
+            "600": "oklch(53% .1 192)",
+            "700": "oklch(46% .085 194)",
+            "800": "oklch(39% .07 196)",
+            "900": "oklch(33% .056 198)",
+            "950": "oklch(24% .042 200)",
+        },
+    },
+    "SIDEBAR": {
+        "show_search": True,
+        "show_all_applications": False,
+        "navigation": [
+            {
+                "title": "Operators & access",
+                "items": [
+                    _admin_page("Operators", "tenants.operator", "domain"),
+                    _admin_page("Memberships", "tenants.operatormembership", "badge"),
+                    _admin_page("Applications", "tenants.applicationaccess", "key"),
+                    _admin_page("Platform API keys", "tenants.platformapikey", "vpn_key"),
+                    _admin_page("Users", "auth.user", "person"),
+                    _admin_page("Groups", "auth.group", "group"),
+                ],
+            },
+            {
+                "title": "Metering",
+                "separator": True,
+                "items": [
+                    _admin_page("Customers", "metering.customer", "people"),
+                    _admin_page("Meter types", "metering.metertype", "category"),
+                    _admin_page("Meters", "metering.meter", "speed"),
+                    _admin_page("Periods", "metering.meterperiod", "history"),
+                    _admin_page("Alerts", "metering.alert", "notifications_active"),
+                    _admin_page("Notifications", "metering.notification", "send"),
+                    _admin_page("Webhook endpoints", "metering.webhookendpoint", "webhook"),
+                    _admin_page("Price plans", "metering.priceplan", "sell"),
+                    _admin_page("Plan rates", "metering.planrate", "price_change"),
+                    _admin_page("Billing accounts", "metering.billingaccount", "wallet"),
+                    _admin_page("Plan assignments", "metering.planassignment", "assignment"),
+                    _admin_page("Pricing cycles", "metering.cyclerollup", "event_repeat"),
+                    _admin_page("Exchange rates", "metering.exchangerate", "currency_exchange"),
+                ],
+            },
+            {
+                "title": "Collection",
+                "separator": True,
+                "items": [
+                    _admin_page("Collectors", "collection.collector", "input"),
+                    _admin_page("Ingestions", "collection.ingestion", "move_to_inbox"),
+                    _admin_page("Records", "collection.record", "receipt_long"),
+                ],
+            },
+            {
+                "title": "Streams",
+                "separator": True,
+                "items": [
+                    _admin_page("Solutions", "streams.solution", "folder"),
+                    _admin_page("Streams", "streams.stream", "account_tree"),
+                    _admin_page("Versions", "streams.streamversion", "history_edu"),
+                    _admin_page("Executions", "streams.streamexecution", "play_circle"),
+                    _admin_page("Node errors", "streams.nodeerror", "error"),
+                    _admin_page("Stream log", "streams.streamlogline", "article"),
+                    _admin_page("Connectors", "streams.connector", "cable"),
+                    _admin_page("Aggregation stores", "streams.aggregationstore", "inventory_2"),
+                    _admin_page("Aggregation sessions", "streams.aggregationsession", "layers"),
+                    _admin_page("Aggregation flushes", "streams.aggregationflush", "output"),
+                    _admin_page("Parameters", "parameters.parameter", "tune"),
+                ],
+            },
+            {
+                "title": "Reporting",
+                "separator": True,
+                "items": [
+                    {
+                        "title": "Platform dashboard",
+                        "icon": "insights",
+                        "link": "/platform/",
+                        "permission": _page_exists("/platform/"),
+                    },
+                    _admin_page("Usage by hour", "metering.usagerollup", "stacked_bar_chart"),
+                    _admin_page("Events by hour", "collection.eventrollup", "bar_chart"),
+                ],
+            },
+            {
+                "title": "System",
+                "separator": True,
+                "collapsible": True,
+                "items": [
+                    _admin_page("Platform settings", "tenants.platformsettings", "settings"),
+                    _admin_page("API usage (hourly)", "tenants.usagecounter", "data_usage"),
+                    _admin_page("API usage (daily)", "tenants.usagecounterdaily", "data_usage"),
+                    _admin_page("API usage (dekads)", "tenants.usagecounterdekad", "data_usage"),
+                    _admin_page("API usage (monthly)", "tenants.usagecountermonthly", "data_usage"),
+                    _admin_page(
+                        "API usage (quarterly)", "tenants.usagecounterquarterly", "data_usage"
+                    ),
+                    _admin_page("API usage (yearly)", "tenants.usagecounteryearly", "data_usage"),
+                    _admin_page("API usage not folded", "tenants.usagecounterdelta", "pending"),
+                    _admin_page("Usage folds", "tenants.usagefold", "compress"),
+                    _admin_page("Beat tasks", "django_celery_beat.periodictask", "schedule"),
+                    _admin_page("Beat crontabs", "django_celery_beat.crontabschedule", "timer"),
+                    _admin_page("Beat intervals", "django_celery_beat.intervalschedule", "timer"),
+                    _admin_page("Beat clocked", "django_celery_beat.clockedschedule", "alarm"),
+                    _admin_page("Beat solar", "django_celery_beat.solarschedule", "wb_sunny"),
+                    _admin_page("OAuth applications", "oauth2_provider.application", "apps"),
+                    _admin_page("OAuth access tokens", "oauth2_provider.accesstoken", "token"),
+                    _admin_page("OAuth refresh tokens", "oauth2_provider.refreshtoken", "token"),
+                    _admin_page("OAuth grants", "oauth2_provider.grant", "token"),
+                    _admin_page("OAuth ID tokens", "oauth2_provider.idtoken", "token"),
+                ],
+            },
+        ],
+    },
+}
 
 LOG_LEVEL = env_str("LOG_LEVEL", "INFO").upper()
 LOGGING = {

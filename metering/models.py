@@ -7,7 +7,7 @@ from decimal import Decimal
 from django.db import models
 from django.utils.timezone import now
 
-from common.json import ExactJSONDecoder, ExactJSONEncoder
+from common.json import ExactJSONDecoder, ExactJSONEncoder, normalize_decimal
 from tenants.models import Operator
 
 # Meter values and capacities: exact decimals with room for large counters.
@@ -43,7 +43,9 @@ class Customer(models.Model):
         ]
 
     def __str__(self) -> str:
-        return self.name or self.external_id
+        if self.name and self.name != self.external_id:
+            return f"{self.name} ({self.external_id})"
+        return self.external_id
 
 
 METER_TYPE_NAME_PATTERN = re.compile(r"^[\w\s().-]+$")
@@ -175,7 +177,8 @@ class Meter(models.Model):
         ]
 
     def __str__(self) -> str:
-        return f"{self.meter_type_id}/{self.meter_key}/{self.user_id}"
+        # "carol@example.com · API calls": whose usage, of what (reads the meter type).
+        return f"{self.user_id} · {self.meter_type.name}"
 
     @property
     def effective_capacity(self) -> Decimal | None:
@@ -233,7 +236,10 @@ class MeterPeriod(models.Model):
         ordering = ["-period_start"]
 
     def __str__(self) -> str:
-        return f"{self.meter_id} {self.period_start:%Y-%m-%d %H:%M}"
+        return (
+            f"{self.user_id} · {self.meter_type.name} · "
+            f"{self.period_start:%Y-%m-%d %H:%M} → {self.period_end:%Y-%m-%d %H:%M}"
+        )
 
 
 class UsageRollup(models.Model):
@@ -271,7 +277,7 @@ class UsageRollup(models.Model):
         ]
 
     def __str__(self) -> str:
-        return f"{self.meter_type_id}/{self.user_id} {self.hour:%Y-%m-%d %H:00}"
+        return f"{self.user_id} · {self.meter_type.name} · {self.hour:%Y-%m-%d %H}:00 UTC"
 
 
 class UsageTypeRollup(models.Model):
@@ -298,7 +304,7 @@ class UsageTypeRollup(models.Model):
         ]
 
     def __str__(self) -> str:
-        return f"{self.meter_type_id} {self.hour:%Y-%m-%d %H:00}"
+        return f"{self.meter_type.name} · {self.hour:%Y-%m-%d %H}:00 UTC"
 
 
 class CycleRollup(models.Model):
@@ -335,7 +341,9 @@ class CycleRollup(models.Model):
         ordering = ["account", "meter_type", "cycle_start"]
 
     def __str__(self) -> str:
-        return f"{self.account_key} · {self.meter_type_id} · {self.cycle_start}"
+        return (
+            f"{self.account_key} · {self.meter_type.name} · {self.cycle_start} → {self.cycle_end}"
+        )
 
 
 class Alert(models.Model):
@@ -358,6 +366,10 @@ class Alert(models.Model):
 
     class Meta:
         ordering = ["-crossed_at"]
+        # The dashboard's recent alerts of one operator.
+        indexes = [
+            models.Index(fields=["operator", "-crossed_at"], name="alert_operator_recent_idx")
+        ]
         constraints = [
             models.UniqueConstraint(
                 fields=["meter", "period_start", "threshold_key"], name="alert_unique_once"
@@ -365,7 +377,8 @@ class Alert(models.Model):
         ]
 
     def __str__(self) -> str:
-        return f"{self.threshold_key} reached at {self.meter_value}"
+        threshold = self.threshold_name or self.threshold_key
+        return f"{threshold} reached at {normalize_decimal(self.meter_value)}"
 
 
 class WebhookEndpoint(models.Model):
@@ -419,7 +432,13 @@ class Notification(models.Model):
         ordering = ["-created_at"]
 
     def __str__(self) -> str:
-        return f"{self.kind} ({self.status})"
+        # The payload names the meter (user id and meter type) for meter notifications.
+        payload = self.payload if isinstance(self.payload, dict) else {}
+        about = " · ".join(
+            str(payload[key]) for key in ("userId", "meterTypeName") if payload.get(key)
+        )
+        kind = self.get_kind_display()
+        return f"{kind}: {about} ({self.status})" if about else f"{kind} ({self.status})"
 
 
 class DeliveryAttempt(models.Model):
@@ -477,7 +496,9 @@ class BillingAccount(models.Model):
         ordering = ["created_at", "id"]
 
     def __str__(self) -> str:
-        return self.name or self.account_id
+        if self.name and self.name != self.account_id:
+            return f"{self.name} ({self.account_id})"
+        return self.account_id
 
 
 class PricePlan(models.Model):
@@ -520,7 +541,7 @@ class PlanRate(models.Model):
         ]
 
     def __str__(self) -> str:
-        return f"{self.plan_id} · {self.meter_type_id}"
+        return f"{self.plan.name} · {self.meter_type.name}"
 
 
 class PlanAssignment(models.Model):
@@ -553,7 +574,7 @@ class PlanAssignment(models.Model):
         ordering = ["account", "effective_from"]
 
     def __str__(self) -> str:
-        return f"{self.account_id} → {self.plan_id} from {self.effective_from}"
+        return f"{self.account} on {self.plan} from {self.effective_from}"
 
 
 class ExchangeRate(models.Model):
@@ -574,4 +595,4 @@ class ExchangeRate(models.Model):
         ordering = ["currency", "-date"]
 
     def __str__(self) -> str:
-        return f"{self.currency} {self.date}: {self.rate}"
+        return f"{self.currency} on {self.date}: {normalize_decimal(self.rate)}"

@@ -2,8 +2,10 @@ from __future__ import annotations
 
 from django import forms
 from django.contrib import admin
+from unfold.contrib.filters.admin import AutocompleteSelectFilter
+from unfold.decorators import display
 
-from common.admin import ServiceAdminMixin, adopt_created
+from common.admin import ModelAdmin, ServiceAdminMixin, admin_link, adopt_created, shortened
 from parameters import services
 from parameters.models import MASK, Parameter
 from parameters.rules import (
@@ -83,10 +85,10 @@ class ParameterForm(forms.ModelForm):
 
 
 @admin.register(Parameter)
-class ParameterAdmin(ServiceAdminMixin, admin.ModelAdmin):
+class ParameterAdmin(ServiceAdminMixin, ModelAdmin):
     form = ParameterForm
-    list_display = ["name", "operator", "type", "shown", "updated_at", "description"]
-    list_filter = ["type", "operator"]
+    list_display = ["name", "operator_link", "type_label", "shown", "updated_at", "described"]
+    list_filter = ["type", ("operator", AutocompleteSelectFilter)]
     list_select_related = ["operator"]
     search_fields = ["name", "description", "operator__name"]
     readonly_fields = ["key_id", "created_at", "updated_at"]
@@ -98,9 +100,25 @@ class ParameterAdmin(ServiceAdminMixin, admin.ModelAdmin):
     def get_readonly_fields(self, request, obj=None):
         return self.readonly_fields if obj is not None else []
 
+    @admin.display(description="operator", ordering="operator__name")
+    def operator_link(self, obj: Parameter) -> str:
+        return admin_link(obj.operator)
+
+    @display(
+        description="type",
+        ordering="type",
+        label={"Standard": "info", "Sensitive": "warning"},
+    )
+    def type_label(self, obj: Parameter) -> str:
+        return obj.get_type_display()
+
     @admin.display(description="value")
     def shown(self, obj: Parameter) -> str:
-        return obj.shown_value[:80]
+        return shortened(obj.shown_value, 40)
+
+    @admin.display(description="description")
+    def described(self, obj: Parameter) -> str:
+        return shortened(obj.description, 40)
 
     def save_model(self, request, obj: Parameter, form, change) -> None:
         data = form.cleaned_data

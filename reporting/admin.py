@@ -10,12 +10,13 @@ from __future__ import annotations
 
 from django.contrib import admin
 
+from common.admin import ReadOnlyAdmin
 from reporting.platform import ConnectorFigures, connector_figures
 from streams.models import Connector
 
 
 @admin.register(Connector)
-class ConnectorAdmin(admin.ModelAdmin):
+class ConnectorAdmin(ReadOnlyAdmin):
     """Read-only: the catalogue is seeded by migration and its slugs key the counters."""
 
     list_display = ["id", "name", "direction"]
@@ -62,12 +63,3 @@ class ConnectorAdmin(admin.ModelAdmin):
             operators_using,
             gateway_calls,
         ]
-
-    def has_add_permission(self, request) -> bool:
-        return False
-
-    def has_change_permission(self, request, obj=None) -> bool:
-        return False
-
-    def has_delete_permission(self, request, obj=None) -> bool:
-        return False

@@ -148,7 +148,7 @@ class StreamVersion(models.Model):
         ordering = ["-created_at"]
 
     def __str__(self) -> str:
-        return self.tag or "latest"
+        return f"{self.stream.name} · {self.tag or 'latest'}"
 
 
 class StreamKey(models.Model):
@@ -182,7 +182,7 @@ class StreamKey(models.Model):
         ]
 
     def __str__(self) -> str:
-        return f"{self.kind} {self.value}"
+        return f"{self.node_id} {self.kind}: {self.value}"
 
 
 class StreamExecution(models.Model):
@@ -221,7 +221,7 @@ class StreamExecution(models.Model):
         ordering = ["-created_at"]
 
     def __str__(self) -> str:
-        return f"{self.stream_id} {self.status} {self.created_at:%Y-%m-%d %H:%M:%S}"
+        return f"{self.stream.name} · {self.status} · {self.created_at:%Y-%m-%d %H:%M:%S}"
 
 
 class NodeCounter(models.Model):
@@ -399,7 +399,7 @@ class AggregationStore(models.Model):
         ordering = ["created_at", "id"]
 
     def __str__(self) -> str:
-        return f"{self.get_kind_display()} store {self.id}"
+        return f"{self.get_kind_display()} store of {self.stream.name} · {self.node_id}"
 
 
 class AggregationSession(models.Model):

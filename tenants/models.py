@@ -65,7 +65,7 @@ class OperatorMembership(models.Model):
         ]
 
     def __str__(self) -> str:
-        return f"{self.user} in {self.operator} ({self.role})"
+        return f"{self.user} · {self.operator} ({self.get_role_display()})"
 
 
 class ApplicationAccess(models.Model):
@@ -225,7 +225,7 @@ class UsageCounter(models.Model):
         indexes = [models.Index(fields=["hour", "kind"], name="usagecounter_hour_kind_idx")]
 
     def __str__(self) -> str:
-        return f"{self.kind} {self.key} {self.hour:%Y-%m-%d %H}h: {self.count}"
+        return f"{self.kind} · {self.key} · {self.hour:%Y-%m-%d %H}:00 UTC: {self.count}"
 
 
 class UsageCounterDelta(models.Model):
@@ -242,7 +242,7 @@ class UsageCounterDelta(models.Model):
     count = models.BigIntegerField()
 
     def __str__(self) -> str:
-        return f"{self.kind} {self.key} +{self.count}"
+        return f"{self.kind} · {self.key} · {self.hour:%Y-%m-%d %H}:00 UTC: +{self.count}"
 
 
 class _UsageCounterPeriod(models.Model):
@@ -262,7 +262,7 @@ class _UsageCounterPeriod(models.Model):
         abstract = True
 
     def __str__(self) -> str:
-        return f"{self.kind} {self.key} {getattr(self, self.PERIOD)}: {self.count}"
+        return f"{self.kind} · {self.key} · {getattr(self, self.PERIOD)}: {self.count}"
 
 
 class UsageCounterDaily(_UsageCounterPeriod):
@@ -327,7 +327,7 @@ class UsageCounterMonthly(_UsageCounterPeriod):
         indexes = [models.Index(fields=["month"], name="usagecountermonthly_month_idx")]
 
     def __str__(self) -> str:
-        return f"{self.kind} {self.key} {self.month:%Y-%m}: {self.count}"
+        return f"{self.kind} · {self.key} · {self.month:%Y-%m}: {self.count}"
 
 
 class UsageCounterQuarterly(_UsageCounterPeriod):

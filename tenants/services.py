@@ -203,6 +203,15 @@ def application_access_rotate_secret(*, access: ApplicationAccess) -> IssuedAppl
     return IssuedApplication(access=access, client_secret=secret)
 
 
+def application_access_revoke(*, access: ApplicationAccess) -> None:
+    """Revoke an application for good: its OAuth client is deleted with its tokens (and
+    the access row with it), so its client id and secret get no new token and its
+    tokens are refused (within TALLY["TOKEN_CACHE_SECONDS"]). Revoking one already
+    revoked changes nothing."""
+    with transaction.atomic():
+        Application.objects.filter(pk=access.application_id).delete()
+
+
 def client_secret_verify(
     *, access: ApplicationAccess | None, provided: str, stored: str, slow_check
 ) -> bool:
@@ -270,6 +279,20 @@ def platform_key_revoke(*, key: PlatformApiKey) -> PlatformApiKey:
     )
     key.refresh_from_db(fields=["revoked_at"])
     return key
+
+
+def platform_key_rotate(*, key: PlatformApiKey, created_by=None) -> IssuedPlatformKey:
+    """Replace a key: issue a new one under the same name and revoke the old one, in
+    one transaction. A revoked key is not rotated (ValueError): it may have been
+    revoked because it leaked, and its successor is issued by hand."""
+    with transaction.atomic():
+        locked = PlatformApiKey.objects.select_for_update().get(pk=key.pk)
+        if locked.is_revoked:
+            raise ValueError(f"The key {locked.name!r} is revoked.")
+        issued = platform_key_create(name=locked.name, created_by=created_by)
+        platform_key_revoke(key=locked)
+    key.revoked_at = locked.revoked_at
+    return issued
 
 
 def platform_key_mark_used(*, key: PlatformApiKey) -> None:

@@ -32,6 +32,7 @@ def admin_login(page, base_url: str, username: str, password: str) -> None:
     page.goto(f"{base_url}/admin/")
     page.fill("#id_username", username)
     page.fill("#id_password", password)
-    page.click("input[type=submit]")
+    page.click("#login-form button[type=submit]")
     page.wait_for_url(f"{base_url}/admin/")
-    assert page.locator("#user-tools").is_visible()
+    # The admin's sidebar, with the groups of settings.UNFOLD, is there once logged in.
+    assert page.locator("#nav-sidebar-apps").is_visible()

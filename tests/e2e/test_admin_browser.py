@@ -27,7 +27,7 @@ def test_staff_creates_an_application_and_sees_its_secret_once(
     page.fill("#id_name", "Umbrella billing")
     for checkbox in page.locator("input[name=scopes]").all():
         checkbox.set_checked(checkbox.get_attribute("value") in SCOPES)
-    page.click("input[name=_save]")
+    page.click("button[name=_save]")
     page.wait_for_url("**/change/")
 
     # 2. The secret is on this page, once.

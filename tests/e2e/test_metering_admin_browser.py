@@ -43,15 +43,15 @@ def test_staff_sets_threshold_rows_and_they_fire(live_server, staff_page, tmp_pa
     # 2. A bad row first: the form says which row and keeps what was typed.
     page.fill("#id_thresholds_10", "-5")
     page.select_option("#id_thresholds_9", "absoluteValue")
-    page.click("input[name=_continue]")
-    page.locator(".errornote").wait_for()
+    page.click("button[name=_continue]")
+    page.locator(".errornote").first.wait_for()
     assert "Row 3, number: Must be 0 or more." in page.content()
     assert page.input_value("#id_thresholds_0") == "EMAIL_MAINTENANCE"
     page.screenshot(path=str(tmp_path / "thresholds-error.png"), full_page=True)
 
     page.fill("#id_thresholds_10", "")
     page.select_option("#id_thresholds_9", "")
-    page.click("input[name=_continue]")
+    page.click("button[name=_continue]")
     page.wait_for_url("**/change/")
     page.screenshot(path=str(tmp_path / "thresholds-saved.png"), full_page=True)
     assert page.input_value("#id_thresholds_2") == "90"

@@ -184,8 +184,13 @@ def test_meter_form_refuses_bad_thresholds(staff, meter):
     assert "Row 1, number: Must be 0 or more." in response.content.decode()
 
 
-# The change page's inline of closed periods posts its management form too.
-PERIODS_INLINE = {"periods-TOTAL_FORMS": "0", "periods-INITIAL_FORMS": "0"}
+# The change page's inlines (closed periods, alerts) post their management forms too.
+PERIODS_INLINE = {
+    "periods-TOTAL_FORMS": "0",
+    "periods-INITIAL_FORMS": "0",
+    "alerts-TOTAL_FORMS": "0",
+    "alerts-INITIAL_FORMS": "0",
+}
 
 
 def test_meter_form_sets_own_thresholds_and_falls_back_to_the_types(staff, meter):
@@ -267,7 +272,12 @@ def test_customers_are_created_and_renamed_through_the_services(staff, acme):
     customer = Customer.objects.get(external_id="cust-9")
     url = f"/admin/metering/customer/{customer.pk}/change/"
     assert 'name="external_id"' not in staff.get(url).content.decode()
-    response = staff.post(url, {"name": "Nine Ltd", "email": "nine@example.com"})
+    inlines = {
+        f"{prefix}-{count}": "0"
+        for prefix in ("meters", "accounts")
+        for count in ("TOTAL_FORMS", "INITIAL_FORMS")
+    }
+    response = staff.post(url, {"name": "Nine Ltd", "email": "nine@example.com", **inlines})
     assert response.status_code == 302, response.content.decode()[:2000]
     customer.refresh_from_db()
     assert (customer.name, customer.email, customer.external_id) == (

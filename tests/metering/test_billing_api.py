@@ -532,13 +532,14 @@ def test_the_admin_refuses_tiers_the_api_refuses(staff, acme, calls):
         "rates-0-meter_type": str(calls.pk),
         "rates-0-model": "GRADUATED",
         "rates-0-unit_price": "",
-        "rates-0-tiers": '[{"upTo": 10, "unitPrice": 1}, {"upTo": 5, "unitPrice": 1}]',
+        # The tiers as rows of (up to, unit price); an empty bound is the open last tier.
+        **{f"rates-0-tiers_{n}": value for n, value in enumerate(["10", "1", "5", "1"])},
     }
     page = staff.post("/admin/metering/priceplan/add/", form)
     assert page.status_code == 200
-    assert "[1].upTo: Must be above the previous bound 10." in page.content.decode()
+    assert "Row 2, up to: Must be above the previous bound 10." in page.content.decode()
     assert not PricePlan.objects.filter(name="Tiered").exists()
-    form["rates-0-tiers"] = '[{"upTo": 10, "unitPrice": 1}, {"upTo": null, "unitPrice": 0.5}]'
+    form.update({"rates-0-tiers_2": "", "rates-0-tiers_3": "0.5"})
     assert staff.post("/admin/metering/priceplan/add/", form).status_code == 302
     (rate,) = PricePlan.objects.get(name="Tiered").rates.all()
     assert rate.tiers == [{"upTo": 10, "unitPrice": 1}, {"upTo": None, "unitPrice": 0.5}]

@@ -487,6 +487,7 @@ def test_the_counters_are_listed_read_only_in_the_admin(staff_user):
     browser = Client()
     browser.force_login(staff_user)
     models = ["usagecounterdaily", "usagecounterdekad", "usagecountermonthly"]
+    models += ["usagecounterquarterly", "usagecounteryearly"]
     for model in ["usagecounterdelta", "usagecounter", *models]:
         page = browser.get(f"/admin/tenants/{model}/")
         assert page.status_code == 200, model
