@@ -234,8 +234,11 @@ def _supervise(
             if not announced and _listening(host, port):
                 announced = True
                 _say(f"Tally is running at {base_url}/")
-                _say(f"  admin:    {base_url}/admin/")
-                _say(f"  API docs: {base_url}/api/docs/")
+                _say(f"  sign in:   {base_url}/login/")
+                _say(f"  dashboard: {base_url}/dashboard/")
+                _say(f"  platform:  {base_url}/platform/")
+                _say(f"  admin:     {base_url}/admin/")
+                _say(f"  API docs:  {base_url}/api/docs/")
                 _say("Press Ctrl-C to stop.")
             time.sleep(0.5)
     except KeyboardInterrupt:

@@ -1,15 +1,15 @@
 from django.contrib import admin
 from django.urls import include, path
-from django.views.generic import RedirectView
 from drf_spectacular.views import SpectacularAPIView, SpectacularSwaggerView
 
-admin.site.site_header = "Tally administration"
-admin.site.site_title = "Tally"
-admin.site.index_title = "Operators, metering and collection"
+# The header and the site's title come from settings.UNFOLD.
+admin.site.index_title = "Overview"
 
 urlpatterns = [
-    # The only browser pages so far are the admin's; the root leads there.
-    path("", RedirectView.as_view(url="/admin/", permanent=False), name="root"),
+    # `/` (to the user's dashboard, or the login page), login, logout and passwords.
+    path("", include("tenants.web.urls")),
+    path("dashboard/", include("reporting.web.urls")),
+    path("platform/", include("reporting.web.platform_urls")),
     path("admin/", admin.site.urls),
     path("api/schema/", SpectacularAPIView.as_view(), name="schema"),
     path("api/docs/", SpectacularSwaggerView.as_view(url_name="schema"), name="api-docs"),

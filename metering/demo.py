@@ -1,9 +1,11 @@
-"""Demo data for a first run: two meter types, meters for three customers and a week of
-usage, applied day by day so that the daily meters have closed periods to show and
-thresholds have fired (storage above 90 % on most days; API calls near their monthly
-capacity once the month is a few days old). Each customer has a billing account on one
-price plan (API calls in graduated tiers, storage per GB), one of them invoiced in EUR,
-so the usage earns revenue as it is applied."""
+"""Demo data for a first run: named customers, two meter types and a week of usage,
+applied day by day so that the daily meters have closed periods to show and thresholds
+have fired where a customer's usage runs high (storage above 90 %; API calls near their
+monthly capacity once the month is a few days old). Each customer has a billing account
+on one price plan (API calls in graduated tiers, storage per GB), one of them invoiced in
+EUR, so the usage earns revenue as it is applied. The operator's webhook endpoint is set
+but disabled: its URL and signing secret show, and nothing is sent anywhere until someone
+enables it."""
 
 from __future__ import annotations
 
@@ -14,8 +16,10 @@ from decimal import Decimal
 from django.utils import timezone
 
 from metering.models import MeterType, PlanRate
+from metering.notifications import webhook_endpoint_set
 from metering.services import (
     billing_account_create,
+    customer_create,
     exchange_rate_set,
     meter_type_create,
     plan_assignment_create,
@@ -25,12 +29,29 @@ from metering.thresholds import thresholds_parse, thresholds_to_stored
 from metering.usage import UsageUpdate, usage_apply
 from tenants.models import Operator
 
-CUSTOMERS = ["alice@example.com", "bob@example.com", "carol@example.com"]
+# External id (the API's userId / customerId) -> display name.
+CUSTOMERS = {
+    "alice@example.com": "Alice Archer",
+    "bob@example.com": "Bob Baker",
+    "carol@example.com": "Carol Chen",
+    "dave@example.com": "Dave Diaz",
+    "erin@example.com": "Erin Evans",
+    "frank@example.com": "Frank Fischer",
+}
+# How heavily each customer (by position) uses the API, and the disk it usually fills, so
+# that some meters sit near their capacity and alert while others stay well below.
+API_USE = [0.9, 0.45, 1.05, 0.25, 0.75, 0.6]
+STORAGE_GB = [60, 35, 84, 20, 90, 50]
 
 
-def load_demo(*, operator: Operator) -> dict:
+def load_demo(
+    *, operator: Operator, customers: dict[str, str] | None = None, seed: int = 7
+) -> dict:
+    customers = CUSTOMERS if customers is None else customers
     now = timezone.now()
     week_ago = now - timedelta(days=7)
+    for external_id, name in customers.items():
+        customer_create(operator=operator, external_id=external_id, name=name, email=external_id)
     api_calls = meter_type_create(
         operator=operator,
         name="API calls",
@@ -73,8 +94,10 @@ def load_demo(*, operator: Operator) -> dict:
         ),
         active_from=week_ago - timedelta(days=1),
     )
-    billing = _billing_set_up(operator, api_calls, storage, since=week_ago - timedelta(days=1))
-    rng = random.Random(7)  # noqa: S311 (the same demo every time; not a secret)
+    billing = _billing_set_up(
+        operator, customers, api_calls, storage, since=week_ago - timedelta(days=1)
+    )
+    rng = random.Random(seed)  # noqa: S311 (the same demo every time; not a secret)
     applied = 0
     for day in range(7, -1, -1):
         day_start = (now - timedelta(days=day)).replace(hour=0, minute=0, second=0, microsecond=0)
@@ -83,44 +106,60 @@ def load_demo(*, operator: Operator) -> dict:
             moment = day_start + timedelta(hours=hour)
             if moment > now or moment < week_ago:
                 continue
-            for customer in CUSTOMERS:
+            for index, customer in enumerate(customers):
+                api_use = API_USE[index % len(API_USE)]
+                storage_gb = STORAGE_GB[index % len(STORAGE_GB)]
                 updates.append(
                     UsageUpdate(
                         meter_type_id=api_calls.pk,
                         category=None,
                         meter_key="default",
                         user_id=customer,
-                        value=Decimal(rng.randint(20, 120)),
+                        value=Decimal(round(rng.randint(20, 120) * api_use)),
                         event_time=moment,
                         group=rng.choice(["GET", "POST"]),
                         record={"endpoint": "/v1/orders"},
                     )
                 )
+                # 85 % to 110 % of the customer's usual size, in quarter GB.
+                quarters = rng.randint(storage_gb * 34 // 10, storage_gb * 44 // 10)
                 updates.append(
                     UsageUpdate(
                         meter_type_id=storage.pk,
                         category=None,
                         meter_key="default",
                         user_id=customer,
-                        value=Decimal(rng.randint(50, 400)) / Decimal(4),
+                        value=Decimal(quarters) / 4,
                         event_time=moment,
                     )
                 )
         updates.sort(key=lambda update: update.event_time)
         if updates:
+            # Applied as of its last event: each day's batch first closes the daily
+            # meters' periods that ended before it, as Beat's reset would have.
             result = usage_apply(
                 operator=operator, updates=updates, now=max(u.event_time for u in updates)
             )
             applied += result.applied + result.late_applied
+    webhook = webhook_endpoint_set(
+        operator=operator, url="https://billing.example.com/tally/webhooks", enabled=False
+    )
     return {
+        "customers": list(customers),
         "meterTypes": [api_calls.name, storage.name],
         "usageApplied": applied,
         "billingAccounts": billing,
+        "webhook": {"url": webhook.url, "enabled": webhook.enabled},
     }
 
 
 def _billing_set_up(
-    operator: Operator, api_calls: MeterType, storage: MeterType, *, since: datetime
+    operator: Operator,
+    customers: dict[str, str],
+    api_calls: MeterType,
+    storage: MeterType,
+    *,
+    since: datetime,
 ) -> list[str]:
     plan = price_plan_create(
         operator=operator,
@@ -143,11 +182,12 @@ def _billing_set_up(
         ],
     )
     accounts = []
-    for index, customer in enumerate(CUSTOMERS):
+    for index, customer in enumerate(customers):
         account = billing_account_create(
             operator=operator,
             account_id=f"acct-{customer.split('@')[0]}",
             customer_id=customer,
+            name=customers[customer],
             invoice_currency="EUR" if index == 1 else operator.base_currency,
         )
         plan_assignment_create(

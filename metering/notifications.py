@@ -165,6 +165,14 @@ def webhook_endpoint_set(*, operator: Operator, url: str, enabled: bool = True) 
     return endpoint
 
 
+def webhook_endpoint_rotate_secret(*, endpoint: WebhookEndpoint) -> WebhookEndpoint:
+    """Give the endpoint a new signing secret: every delivery from now on, retries of
+    older notifications included, is signed with it, so the receiver needs it at once."""
+    endpoint.signing_secret = _new_secret()
+    endpoint.save(update_fields=["signing_secret"])
+    return endpoint
+
+
 def _new_secret() -> str:
     return "whsec_" + secrets.token_hex(32)
 

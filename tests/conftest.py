@@ -11,6 +11,7 @@ from dataclasses import dataclass
 
 import pytest
 from django.conf import settings
+from django.db import connection
 from django.test import Client
 
 from common.api.ratelimit import _client as redis_client
@@ -74,6 +75,19 @@ settings.CACHES["default"]["KEY_PREFIX"] = settings.REDIS_KEY_PREFIX
 def django_db_modify_db_settings(django_db_modify_db_settings_parallel_suffix):
     test_settings = settings.DATABASES["default"].setdefault("TEST", {})
     test_settings["NAME"] = f"test_{settings.DATABASES['default']['NAME']}_{RUN_ID}"
+
+
+@pytest.fixture(scope="session", autouse=True)
+def _test_database_dropped_at_the_end(django_db_setup, django_db_blocker):
+    """Servers and threads the browser and worker tests started may still hold
+    connections to the test database when the run ends, and PostgreSQL refuses to drop
+    a database in use: end them first, so no run leaves its database behind."""
+    yield
+    with django_db_blocker.unblock(), connection.cursor() as cursor:
+        cursor.execute(
+            "SELECT pg_terminate_backend(pid) FROM pg_stat_activity "
+            "WHERE datname = current_database() AND pid <> pg_backend_pid()"
+        )
 
 
 def _delete_run_keys() -> None:

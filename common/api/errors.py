@@ -160,7 +160,7 @@ def _authenticate_header(context: dict[str, Any]) -> str | None:
 
 # Django-level handlers (urls.py): unknown routes and errors outside DRF views.
 
-BROWSER_PREFIXES = ("/admin/", "/dashboard/", "/platform/", "/login/", "/logout/")
+BROWSER_PREFIXES = ("/admin/", "/dashboard/", "/platform/", "/login/", "/logout/", "/account/")
 
 
 def _is_browser_page(request: HttpRequest) -> bool:

@@ -152,10 +152,10 @@ def test_docs_page_serves_its_own_assets(client):
     assert "cdn.jsdelivr" not in page and "unpkg.com" not in page
 
 
-def test_root_leads_to_the_admin(client):
+def test_root_leads_an_anonymous_visitor_to_the_login_page(client):
     response = client.get("/")
     assert response.status_code == 302
-    assert response["Location"] == "/admin/"
+    assert response["Location"] == "/login/"
 
 
 def test_schema_lists_the_token_endpoint_at_both_paths(schema):
@@ -170,3 +170,16 @@ def test_the_schema_generates_without_warnings():
 
     # --fail-on-warn: an ambiguous or unresolvable part of the schema fails the suite.
     call_command("spectacular", "--fail-on-warn", "--file", "/dev/null")
+
+
+@pytest.mark.parametrize("path", ["/account/nope/", "/dashboard/nope/", "/login/nope/"])
+def test_unknown_browser_pages_answer_an_html_404(db, path):
+    response = Client().get(path)
+    assert response.status_code == 404
+    assert response["Content-Type"].startswith("text/html")
+
+
+def test_unknown_api_paths_answer_a_json_404(db):
+    response = Client().get("/v1/nope")
+    assert response.status_code == 404
+    assert response["Content-Type"].startswith("application/json")

@@ -2,8 +2,9 @@
 
 Starts `make run` on spare ports with an empty data folder and none of the service URLs in
 its environment, waits for the API to answer, gets a token with the printed demo
-credentials, stops it with Ctrl-C (SIGINT to its process group) and checks nothing is left
-running. A second start on the same folder must reuse the data.
+credentials, signs in with the printed demo logins, stops it with Ctrl-C (SIGINT to its
+process group) and checks nothing is left running. A second start on the same folder must
+reuse the data.
 """
 
 from __future__ import annotations
@@ -174,6 +175,50 @@ def _token(base_url: str, application: dict[str, str]) -> requests.Response:
     )
 
 
+def _sign_in(base_url: str, username: str, password: str) -> tuple[requests.Session, str]:
+    """Sign in at /login/ as a browser does; returns the session and where it landed."""
+    session = requests.Session()
+    form = session.get(f"{base_url}/login/", timeout=10)
+    assert form.status_code == 200, form.text[:500]
+    landed = session.post(
+        f"{base_url}/login/",
+        data={
+            "username": username,
+            "password": password,
+            "csrfmiddlewaretoken": session.cookies["csrftoken"],
+        },
+        headers={"Referer": f"{base_url}/login/"},
+        timeout=30,
+    )
+    assert landed.status_code == 200, landed.text[:500]
+    return session, landed.url
+
+
+def _look_around(base_url: str, demo: dict[str, Any]) -> None:
+    """What README's "Look around" promises: the printed logins open the dashboards, and
+    the demo's usage is there to see."""
+    users = {user["username"]: user["password"] for user in demo["users"]}
+    _, landed = _sign_in(base_url, "demo-admin", users["demo-admin"])
+    assert landed == f"{base_url}/dashboard/"
+    session, _ = _sign_in(base_url, "both", users["both"])
+    dashboard = session.get(f"{base_url}/dashboard/", timeout=30)
+    # A member of both operators can switch to the second one.
+    assert dashboard.status_code == 200 and demo["secondOperator"]["name"] in dashboard.text
+    staff, _ = _sign_in(base_url, "admin", demo["staff"]["password"])
+    platform = staff.get(f"{base_url}/platform/", timeout=30)
+    assert platform.status_code == 200 and platform.url == f"{base_url}/platform/"
+    token = _token(base_url, demo["application"]).json()["access_token"]
+    meters = requests.get(
+        f"{base_url}/usage-metering/v1/meters",
+        params={"userId": "carol@example.com"},
+        headers={"Authorization": f"Bearer {token}"},
+        timeout=10,
+    ).json()["meters"]
+    assert {meter["meterTypeName"] for meter in meters} == {"API calls", "Storage", "Pages printed"}
+    # Storage is measured every three hours from midnight: today's meter has a value.
+    assert any(meter["value"] > 0 for meter in meters if meter["meterTypeName"] == "Storage")
+
+
 def test_make_run_starts_serves_and_stops_on_embedded_services(tmp_path: Path) -> None:
     home = tmp_path / "home"
 
@@ -185,6 +230,7 @@ def test_make_run_starts_serves_and_stops_on_embedded_services(tmp_path: Path) -
         response = _token(first.base_url, demo["application"])
         assert response.status_code == 200, response.text
         assert response.json()["access_token"]
+        _look_around(first.base_url, demo)
         first.interrupt()
     finally:
         first.kill()

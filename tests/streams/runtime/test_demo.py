@@ -1,4 +1,5 @@
-"""The demo a first run loads: usage sent to the printed collector moves a meter."""
+"""The demo a first run loads: a print job sent to the printed collector, as README
+shows, moves the customer's meter and no other."""
 
 from __future__ import annotations
 
@@ -28,17 +29,16 @@ def test_the_demo_stream_meters_what_the_readme_sends():
     token = issue_token(Client(), application["clientId"], application["clientSecret"])
     client = ApiClient(token["access_token"])
     collector_id = streams["collector"]["id"]
+    before = meter_values(client, streams["meterKey"])
     ingest(
         client,
         collector_id,
         [
-            {"id": "job-1", "printer": "printer-1", "pages": 12},
-            {"id": "job-2", "printer": "printer-1", "pages": 3},
+            {"id": "job-1", "customerId": "carol@example.com", "printer": "printer-1", "pages": 12},
+            {"id": "job-2", "customerId": "carol@example.com", "printer": "printer-2", "pages": 3},
         ],
     )
     assert process_all(collector_id) == 2
-    assert meter_values(client, streams["meterKey"]) == {
-        "printer-1": 15,
-        "printer-2": 0,
-        "printer-3": 0,
-    }
+    after = meter_values(client, streams["meterKey"])
+    assert after == {**before, "carol@example.com": before["carol@example.com"] + 15}
+    assert set(after) == set(streams["meters"])
