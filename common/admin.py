@@ -403,7 +403,9 @@ class LargeTablePaginator(Paginator):
 
 
 class LargeTableAdminMixin:
-    """For admins of big tables: no full count, the estimating paginator."""
+    """For admins of big tables: no full count, the estimating paginator, and pages of
+    50 rows (rendering a row costs more than reading it: 100 took about 200 ms)."""
 
     show_full_result_count = False
     paginator = LargeTablePaginator
+    list_per_page = 50

@@ -17,6 +17,8 @@ viewer's GET the same way).
 from __future__ import annotations
 
 import json
+import logging
+import secrets
 from collections import defaultdict
 from dataclasses import dataclass
 from decimal import Decimal
@@ -24,6 +26,7 @@ from decimal import Decimal
 from django import forms
 from django.conf import settings
 from django.contrib import messages
+from django.core.cache import cache
 from django.core.validators import URLValidator
 from django.db.models import OuterRef, QuerySet, Subquery, TextField, UUIDField
 from django.db.models.fields.json import KT
@@ -35,6 +38,7 @@ from django.utils import timezone
 from django.views.decorators.cache import never_cache
 from django.views.decorators.http import require_http_methods, require_POST, require_safe
 from oauth2_provider.models import AccessToken
+from redis.exceptions import RedisError
 from unfold.widgets import (
     CHECKBOX_CLASSES,
     UnfoldAdminSelectWidget,
@@ -68,6 +72,8 @@ from tenants.services import (
     application_access_rotate_secret,
 )
 from tenants.web.forms import INPUT_CLASS
+
+logger = logging.getLogger(__name__)
 
 DELIVERY_LOG_SIZE = 50
 # The products scopes belong to, by the prefix of their names, in the catalogue's order.
@@ -154,20 +160,44 @@ def deliveries_recent(
 # -- Secrets shown once -----------------------------------------------------------------
 
 _ONE_TIME_KEY = "dashboard-access-one-time-secret"
+# How long a secret waits for the page that shows it (the redirect follows at once).
+_ONE_TIME_SECONDS = 300
 
 
 def _secret_keep(request: HttpRequest, *, about: str, values: dict[str, str]) -> None:
-    """Keep `values` for the next page that shows `about` (and no page after it)."""
-    request.session[_ONE_TIME_KEY] = {"about": about, "values": values}
+    """Keep `values` for the next page that shows `about` (and no page after it).
+
+    The values wait in the cache (Redis) for minutes at most, under a random name the
+    session holds, so a secret never sits in the session table; only while the cache
+    cannot be reached do they go in the session itself."""
+    name = secrets.token_urlsafe(24)
+    try:
+        cache.set(f"{_ONE_TIME_KEY}:{name}", values, _ONE_TIME_SECONDS)
+    except RedisError:  # the session still works
+        logger.warning("The cache is unreachable; a one-time secret waits in the session.")
+        request.session[_ONE_TIME_KEY] = {"about": about, "values": values}
+        return
+    request.session[_ONE_TIME_KEY] = {"about": about, "cached": name}
 
 
 def _secret_take(request: HttpRequest, *, about: str) -> dict[str, str] | None:
     """The values kept for `about`, once. Whatever was kept is dropped, so a secret
-    never waits in the session for a later page."""
+    never waits for a later page."""
     kept = request.session.pop(_ONE_TIME_KEY, None)
-    if not kept or kept.get("about") != about:
+    if not kept:
         return None
-    return kept["values"]
+    values = kept.get("values")
+    if "cached" in kept:
+        key = f"{_ONE_TIME_KEY}:{kept['cached']}"
+        try:
+            values = cache.get(key)
+            cache.delete(key)
+        except RedisError:  # the secret is lost; a rotation issues another
+            logger.warning("The cache is unreachable; a one-time secret cannot be shown.")
+            return None
+    if kept.get("about") != about:
+        return None
+    return values
 
 
 # -- Forms ------------------------------------------------------------------------------

@@ -14,11 +14,13 @@ import threading
 import uuid
 
 import pytest
+from django.contrib.sessions.models import Session
 from django.db import connection
 from django.test import Client
 from django.test.utils import CaptureQueriesContext
 from oauth2_provider.models import AccessToken, Application
 
+from common.redis import redis_client
 from metering.models import DeliveryAttempt, Notification, WebhookEndpoint
 from metering.notifications import notification_deliver, webhook_endpoint_set
 from parameters.models import MASK, Parameter
@@ -709,3 +711,19 @@ def test_each_access_page_has_a_title_and_its_tab(acme, adam):
         assert re.search(rf'aria-current="page">{tab}</a>', tabs), path
         navigation = page.split('id="nav-entries"', 1)[1].split("</ol>", 1)[0]
         assert 'aria-current="page"' in navigation.split("Access", 1)[0].rsplit("<a", 1)[1]
+
+
+def test_a_new_secret_never_sits_in_the_session_table(acme, adam):
+    """It waits in the cache, for minutes at most, and leaves it when shown."""
+    response = adam.post(
+        "/dashboard/access/applications/new/",
+        {"name": "Billing export", "scopes": [READ_PARAMETERS]},
+    )
+    assert response.status_code == 302
+    stored = " ".join(str(session.get_decoded()) for session in Session.objects.all())
+    waiting = list(redis_client().scan_iter(match="*dashboard-access-one-time-secret*"))
+    assert len(waiting) == 1
+
+    secret = text_of(adam.get(response["Location"]).content.decode(), "client-secret")
+    assert secret and secret not in stored
+    assert list(redis_client().scan_iter(match="*dashboard-access-one-time-secret*")) == []
