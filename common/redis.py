@@ -2,8 +2,14 @@
 
 from __future__ import annotations
 
+import logging
+import threading
+import time
+
 import redis
 from django.conf import settings
+
+logger = logging.getLogger(__name__)
 
 _clients: dict[str, redis.Redis] = {}
 
@@ -18,3 +24,28 @@ def redis_client() -> redis.Redis:
             url, redis.Redis.from_url(url, socket_timeout=2, socket_connect_timeout=2)
         )
     return client
+
+
+class OutageTally:
+    """What a request path let go while Redis could not be reached (requests not rate
+    limited, counts lost), counted per process, and a warning at most once a minute: an
+    outage would otherwise log every request. `message` takes the error's name and the
+    count so far."""
+
+    WARN_EVERY = 60.0
+
+    def __init__(self, message: str) -> None:
+        self.message = message
+        self.count = 0
+        self._warned_at = -self.WARN_EVERY
+        self._lock = threading.Lock()
+
+    def record(self, error: Exception, n: int = 1) -> None:
+        with self._lock:
+            self.count += n
+            now = time.monotonic()
+            warn = now - self._warned_at >= self.WARN_EVERY
+            if warn:
+                self._warned_at = now
+        if warn:
+            logger.warning(self.message, type(error).__name__, self.count)

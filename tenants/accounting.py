@@ -56,8 +56,6 @@ fold.
 from __future__ import annotations
 
 import logging
-import threading
-import time
 import uuid
 from dataclasses import dataclass
 from datetime import UTC, datetime
@@ -67,7 +65,7 @@ import redis
 from django.conf import settings
 from django.utils import timezone
 
-from common.redis import redis_client
+from common.redis import OutageTally, redis_client
 
 logger = logging.getLogger(__name__)
 
@@ -169,34 +167,10 @@ def usage_count(
         lost_counts.record(error, n)
 
 
-class _LostCounts:
-    """Counts lost while Redis could not be reached, warned about once a minute per
-    process (an outage would otherwise log every request)."""
-
-    WARN_EVERY = 60.0
-
-    def __init__(self) -> None:
-        self.count = 0
-        self._warned_at = -self.WARN_EVERY
-        self._lock = threading.Lock()
-
-    def record(self, error: Exception, n: int) -> None:
-        with self._lock:
-            self.count += n
-            now = time.monotonic()
-            warn = now - self._warned_at >= self.WARN_EVERY
-            if warn:
-                self._warned_at = now
-        if warn:
-            logger.warning(
-                "Redis is unreachable (%s); usage counts are lost until it is back "
-                "(%d lost so far in this process).",
-                type(error).__name__,
-                self.count,
-            )
-
-
-lost_counts = _LostCounts()
+lost_counts = OutageTally(
+    "Redis is unreachable (%s); usage counts are lost until it is back "
+    "(%d lost so far in this process)."
+)
 
 
 def _field(operator_id: str, kind: str, key: str, connection: str) -> str:

@@ -7,16 +7,13 @@ Redis's own clock so that every web process shares one notion of time.
 
 from __future__ import annotations
 
-import logging
 import math
-import threading
-import time
 from dataclasses import dataclass
 
 import redis
 from django.conf import settings
 
-from common.redis import redis_client
+from common.redis import OutageTally, redis_client
 
 # KEYS[1] bucket key; ARGV[1] rate per second; ARGV[2] burst.
 # Returns {allowed (0/1), tokens left, seconds until a token is free, seconds until full}
@@ -97,37 +94,11 @@ def bucket_key(group: str, identity: str) -> str:
     return f"{settings.REDIS_KEY_PREFIX}:ratelimit:{group}:{identity}"
 
 
-logger = logging.getLogger(__name__)
-
-
-class _FailOpen:
-    """Counts requests let through while Redis could not be asked, and warns at most once
-    a minute per process (an outage would otherwise log every request)."""
-
-    WARN_EVERY = 60.0
-
-    def __init__(self) -> None:
-        self.count = 0
-        self._warned_at = -self.WARN_EVERY
-        self._lock = threading.Lock()
-
-    def record(self, error: Exception) -> None:
-        with self._lock:
-            self.count += 1
-            now = time.monotonic()
-            warn = now - self._warned_at >= self.WARN_EVERY
-            if warn:
-                self._warned_at = now
-        if warn:
-            logger.warning(
-                "Redis is unreachable (%s); rate limits are not enforced until it is back "
-                "(%d requests let through so far).",
-                type(error).__name__,
-                self.count,
-            )
-
-
-fail_open = _FailOpen()
+# Requests let through while Redis could not be asked.
+fail_open = OutageTally(
+    "Redis is unreachable (%s); rate limits are not enforced until it is back "
+    "(%d requests let through so far)."
+)
 
 
 def redis_reachable() -> bool:
