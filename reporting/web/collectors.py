@@ -31,6 +31,7 @@ from common.json import dumps_pretty
 from reporting.web.access import operator_object_or_404, operator_page
 from reporting.web.shell import DASHBOARD, shell_render
 from streams.models import StreamVersion
+from streams.runtime.engine import Failure
 
 FAILED_PAGE_SIZE = 25
 # "Re-queue all failed" takes this many at a time, as the admin's action does: one
@@ -50,11 +51,6 @@ STATUS_CARDS = (
     ("FAILED", "Failed", "failed at a stream node, not re-queued"),
 )
 
-# The runtime stores a failure as "<node name> (<node id>): <reason>"
-# (streams.runtime.engine.Failure.describe). The node id is the last parenthesis before
-# the first ": " that follows one, so a node name may hold parentheses of its own.
-_NODE_FAILURE = re.compile(r"(?P<name>.*?) \((?P<node_id>[^()]+)\): (?P<reason>.*)", re.S)
-
 
 @dataclass(frozen=True)
 class FailedRecord:
@@ -65,15 +61,6 @@ class FailedRecord:
     stream_id: Any  # the stream reading this collector that has that node, if one does
     stream_name: str
     payload: str
-
-
-def failure_parts(text: str | None) -> tuple[str, str, str]:
-    """(node id, node name, reason) of a stored failure; the node is empty when the
-    failure did not come from a stream node (a processor error, say)."""
-    match = _NODE_FAILURE.fullmatch(text or "")
-    if match is None:
-        return "", "", text or ""
-    return match["node_id"], match["name"], match["reason"]
 
 
 def _collector_readers(collector: Collector) -> list[StreamVersion]:
@@ -105,7 +92,7 @@ def _failed_records(
     ).order_by("-received_at", "-id")[offset : offset + FAILED_PAGE_SIZE]
     failed = []
     for record in records:
-        node_id, node_name, reason = failure_parts(record.failure_reason)
+        node_id, node_name, reason = Failure.read(record.failure_reason)
         holders = nodes.get(node_id, [])
         stream = holders[0].stream if len(holders) == 1 else None
         payload = dumps_pretty(record.payload)

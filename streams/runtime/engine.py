@@ -14,6 +14,7 @@ from __future__ import annotations
 import copy
 import datetime
 import logging
+import re
 import uuid
 from collections.abc import Iterable
 from dataclasses import dataclass, field
@@ -143,7 +144,22 @@ class Failure:
     reason: str
 
     def describe(self) -> str:
+        """How a failure is stored on its record (`failure_reason`); `read` reads it."""
         return f"{self.node_name} ({self.node_id}): {self.reason}"
+
+    @staticmethod
+    def read(text: str | None) -> tuple[str, str, str]:
+        """(node id, node name, reason) of a stored failure; the node is empty when the
+        text did not come from `describe` (a processor error, say)."""
+        match = _DESCRIBED.fullmatch(text or "")
+        if match is None:
+            return "", "", text or ""
+        return match["node_id"], match["name"], match["reason"]
+
+
+# `Failure.describe`'s text: the node id is the last parenthesis before the first ": "
+# that follows one, so a node name may hold parentheses of its own.
+_DESCRIBED = re.compile(r"(?P<name>.*?) \((?P<node_id>[^()]+)\): (?P<reason>.*)", re.S)
 
 
 @dataclass

@@ -16,7 +16,8 @@ from django.utils import timezone
 
 from collection.models import Record
 from collection.services import collector_delete
-from reporting.web.collectors import FAILED_PAGE_SIZE, failure_parts
+from reporting.web.collectors import FAILED_PAGE_SIZE
+from streams.runtime.engine import Failure
 from tenants.models import OperatorMembership
 from tests.conftest import ApiClient
 from tests.reporting.web.scene import events_add, member, operator_scene
@@ -209,19 +210,21 @@ def test_a_failure_without_a_node_shows_its_reason_alone(acme_scene, browser_as)
     assert "not recorded" in failed
 
 
-def test_failure_parts_reads_the_runtimes_failure_text():
-    assert failure_parts("Meter (meter): No meter for user 7") == (
+def test_a_failure_is_read_back_as_the_runtime_described_it():
+    described = Failure(uuid.uuid4(), "split-1", "Route (EU)", "bad: value").describe()
+    assert Failure.read(described) == ("split-1", "Route (EU)", "bad: value")
+    assert Failure.read("Meter (meter): No meter for user 7") == (
         "meter",
         "Meter",
         "No meter for user 7",
     )
-    assert failure_parts("Route (EU) (split-1): bad: value") == (
+    assert Failure.read("Route (EU) (split-1): bad: value") == (
         "split-1",
         "Route (EU)",
         "bad: value",
     )
-    assert failure_parts("ValueError: no") == ("", "", "ValueError: no")
-    assert failure_parts(None) == ("", "", "")
+    assert Failure.read("ValueError: no") == ("", "", "ValueError: no")
+    assert Failure.read(None) == ("", "", "")
 
 
 def test_failed_records_come_a_page_at_a_time_for_the_same_queries(browser_as):
