@@ -7,6 +7,7 @@ import copy
 import logging
 import os
 import socket
+import threading
 from dataclasses import dataclass
 
 import pytest
@@ -23,6 +24,7 @@ from tenants.services import (
     operator_membership_set,
     platform_key_create,
 )
+from tests.metering.webhooks import Receiver
 
 AUDIENCE = "http://localhost:8000"
 # Fixed test keys for sensitive parameters (Fernet: 32 url-safe base64 bytes).
@@ -95,6 +97,17 @@ def _delete_run_keys() -> None:
     keys = list(client.scan_iter(match=f"{settings.REDIS_KEY_PREFIX}:*", count=1000))
     if keys:
         client.delete(*keys)
+
+
+@pytest.fixture
+def receiver():
+    """A webhook endpoint on a loopback port that records what it is sent."""
+    server = Receiver()
+    thread = threading.Thread(target=server.serve_forever, args=(0.05,), daemon=True)
+    thread.start()
+    yield server
+    server.shutdown()
+    server.server_close()
 
 
 @pytest.fixture(autouse=True)

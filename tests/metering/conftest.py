@@ -2,21 +2,7 @@
 
 from __future__ import annotations
 
-import threading
-
 import pytest
-
-from tests.metering.webhooks import Receiver
-
-
-@pytest.fixture
-def receiver():
-    server = Receiver()
-    thread = threading.Thread(target=server.serve_forever, args=(0.05,), daemon=True)
-    thread.start()
-    yield server
-    server.shutdown()
-    server.server_close()
 
 
 @pytest.fixture

@@ -7,7 +7,6 @@ test's setup so that setting a scene never counts."""
 from __future__ import annotations
 
 import re
-import threading
 import uuid
 
 import pytest
@@ -22,7 +21,6 @@ from metering.notifications import (
 )
 from tenants.services import operator_set_status
 from tests.conftest import assert_error_body, make_tenant
-from tests.metering.webhooks import Receiver
 from tests.reporting.platform_helpers import (
     CONNECTORS,
     OPERATORS,
@@ -452,16 +450,6 @@ def test_gateway_calls_count_ingestion_requests_per_connector(platform, api_clie
     assert connectors["http"]["gatewayCalls"] == 0
     summary = platform.get(SUMMARY).json()
     assert summary["gatewayRequests"] == sum(c["gatewayCalls"] for c in connectors.values())
-
-
-@pytest.fixture
-def receiver():
-    server = Receiver()
-    thread = threading.Thread(target=server.serve_forever, args=(0.05,), daemon=True)
-    thread.start()
-    yield server
-    server.shutdown()
-    server.server_close()
 
 
 def test_gateway_calls_count_webhook_attempts_and_http_node_calls(

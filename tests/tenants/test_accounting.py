@@ -6,7 +6,6 @@ from __future__ import annotations
 
 import logging
 import socket
-import threading
 import uuid
 from collections import Counter
 
@@ -30,7 +29,6 @@ from tenants.selectors import usage_totals
 from tenants.services import application_access_create, usage_counters_fold
 from tests.conftest import AUDIENCE, issue_token
 from tests.factories import CollectorFactory
-from tests.metering.webhooks import Receiver
 from tests.streams.runtime.helpers import (
     create_collector,
     import_stream,
@@ -57,16 +55,6 @@ def counts(operator, kind: str | None = None) -> Counter:
 
 def api_calls(operator) -> Counter:
     return Counter({key: n for (key, _), n in counts(operator, accounting.API_CALL).items()})
-
-
-@pytest.fixture
-def receiver():
-    server = Receiver()
-    thread = threading.Thread(target=server.serve_forever, args=(0.05,), daemon=True)
-    thread.start()
-    yield server
-    server.shutdown()
-    server.server_close()
 
 
 # --- API calls ---------------------------------------------------------------------------

@@ -10,7 +10,6 @@ import hashlib
 import hmac
 import html
 import re
-import threading
 import uuid
 
 import pytest
@@ -28,7 +27,6 @@ from parameters.services import parameter_create, parameter_value
 from tenants.models import ApplicationAccess, OperatorMembership
 from tenants.services import application_access_create, operator_set_status
 from tests.conftest import AUDIENCE, SENSITIVE_SENTINEL, ApiClient, issue_token
-from tests.metering.webhooks import Receiver
 from tests.reporting.web.scene import member, meters_fill, operator_scene
 
 pytestmark = pytest.mark.django_db
@@ -62,16 +60,6 @@ def adam(acme, browser_as):
 def vera(acme, browser_as):
     """A viewer of Acme, signed in."""
     return browser_as(member("vera", (acme.operator, VIEWER)))
-
-
-@pytest.fixture
-def receiver():
-    server = Receiver()
-    thread = threading.Thread(target=server.serve_forever, args=(0.05,), daemon=True)
-    thread.start()
-    yield server
-    server.shutdown()
-    server.server_close()
 
 
 def csrf_token(client: Client, path: str) -> str:
