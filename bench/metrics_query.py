@@ -66,7 +66,6 @@ import json
 import os
 import random
 import statistics
-import subprocess
 import sys
 import time
 import uuid
@@ -82,7 +81,7 @@ ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
 from bench.ingest_http import AUDIENCE, Server, percentile  # noqa: E402
-from bench.support.scratch import create_scratch_database, drop_scratch_database  # noqa: E402
+from bench.support.scratch import drop_scratch_database, served_scratch_database  # noqa: E402
 
 BENCH_DB = "tally_bench_metrics"
 COPY_CHUNK = 1_000_000  # rows per COPY statement and transaction
@@ -113,34 +112,13 @@ def main() -> None:
     parser.add_argument("--keep", action="store_true", help="keep the scratch database")
     args = parser.parse_args()
 
-    os.environ.setdefault("SECRET_KEY", "bench")
-    os.environ.setdefault("REDIS_URL", "redis://127.0.0.1:6379/0")
-    bench_url, base_url = create_scratch_database(BENCH_DB)
-    env = dict(os.environ)
-    env.update(
-        DATABASE_URL=bench_url,
-        DJANGO_SETTINGS_MODULE="config.settings",
-        TALLY_API_AUDIENCE=AUDIENCE,
-        ALLOWED_HOSTS="127.0.0.1,localhost",
-        DEBUG="false",
-        LOG_LEVEL="WARNING",
-        TALLY_RATE_LIMITS=msgspec.json.encode(
-            {"metrics": {"rate": 1e6, "burst": 1e6}, "token": {"rate": 1e6, "burst": 1e6}}
-        ).decode(),
+    limits = {"metrics": {"rate": 1e6, "burst": 1e6}, "token": {"rate": 1e6, "burst": 1e6}}
+    env, bench_url, base_url = served_scratch_database(
+        BENCH_DB, rate_limits=limits, extra={"TALLY_API_AUDIENCE": AUDIENCE}
     )
-    os.environ.update(env)
     server = None
     ok = False
     try:
-        subprocess.run(
-            [sys.executable, "manage.py", "migrate", "--verbosity", "0"],
-            cwd=ROOT,
-            env=env,
-            check=True,
-        )
-        import django
-
-        django.setup()
         from django.db import connections
 
         end = datetime.now(UTC).replace(hour=0, minute=0, second=0, microsecond=0)

@@ -82,7 +82,6 @@ import os
 import pstats
 import random
 import statistics
-import subprocess
 import sys
 import time
 import uuid
@@ -92,14 +91,12 @@ from datetime import UTC, date, datetime, timedelta
 from decimal import Decimal, localcontext
 from pathlib import Path
 
-import msgspec
-
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
 from bench.ingest_http import Server, percentile  # noqa: E402
 from bench.metrics_query import secondary_indexes  # noqa: E402
-from bench.support.scratch import create_scratch_database, drop_scratch_database  # noqa: E402
+from bench.support.scratch import drop_scratch_database, served_scratch_database  # noqa: E402
 
 BENCH_DB = "tally_bench_platform"
 REPORT_PATH = "/platform-api/usage/report"
@@ -143,31 +140,12 @@ def main() -> None:
     if not 1 <= args.days <= 366 or not 1 <= args.active_hours <= 24 or args.operators < 1:
         parser.error("--days must be 1 to 366, --active-hours 1 to 24, --operators ≥ 1")
 
-    os.environ.setdefault("SECRET_KEY", "bench")
-    os.environ.setdefault("REDIS_URL", "redis://127.0.0.1:6379/0")
-    bench_url, base_url = create_scratch_database(BENCH_DB)
-    env = dict(os.environ)
-    env.update(
-        DATABASE_URL=bench_url,
-        DJANGO_SETTINGS_MODULE="config.settings",
-        ALLOWED_HOSTS="127.0.0.1,localhost",
-        DEBUG="false",
-        LOG_LEVEL="WARNING",
-        TALLY_RATE_LIMITS=msgspec.json.encode({"platform": {"rate": 1e6, "burst": 1e6}}).decode(),
+    env, bench_url, base_url = served_scratch_database(
+        BENCH_DB, rate_limits={"platform": {"rate": 1e6, "burst": 1e6}}
     )
-    os.environ.update(env)
     server = None
     ok = False
     try:
-        subprocess.run(
-            [sys.executable, "manage.py", "migrate", "--verbosity", "0"],
-            cwd=ROOT,
-            env=env,
-            check=True,
-        )
-        import django
-
-        django.setup()
         from django.db import connections
 
         end = datetime.now(UTC).replace(hour=0, minute=0, second=0, microsecond=0)

@@ -66,3 +66,44 @@ def django_in_process(name: str, *, rate_limits: dict[str, dict[str, float]]) ->
 
         call_command("migrate", verbosity=0)
         yield
+
+
+def served_scratch_database(
+    name: str, *, rate_limits: dict[str, dict[str, float]], extra: dict[str, str] | None = None
+) -> tuple[dict[str, str], str, str]:
+    """For benchmarks that serve the project over HTTP: a fresh, migrated database
+    `name`, this process's Django set up on it, and the environment a server started
+    beside it needs (these rate limits, quiet logs). Returns (that environment, the
+    database's URL, the server's original DATABASE_URL for `drop_scratch_database`)."""
+    import json
+    import subprocess
+
+    os.environ.setdefault("SECRET_KEY", "bench")
+    os.environ.setdefault("REDIS_URL", "redis://127.0.0.1:6379/0")
+    scratch_url, base_url = create_scratch_database(name)
+    env = dict(os.environ)
+    env.update(
+        DATABASE_URL=scratch_url,
+        DJANGO_SETTINGS_MODULE="config.settings",
+        ALLOWED_HOSTS="127.0.0.1,localhost",
+        DEBUG="false",
+        LOG_LEVEL="WARNING",
+        TALLY_RATE_LIMITS=json.dumps(rate_limits),
+        **(extra or {}),
+    )
+    os.environ.update(env)
+    root = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+    try:
+        subprocess.run(
+            [sys.executable, "manage.py", "migrate", "--verbosity", "0"],
+            cwd=root,
+            env=env,
+            check=True,
+        )
+        import django
+
+        django.setup()
+    except BaseException:
+        drop_scratch_database(base_url, name)
+        raise
+    return env, scratch_url, base_url
