@@ -23,7 +23,7 @@ import uuid
 from collections import defaultdict
 from collections.abc import Iterable
 from dataclasses import dataclass, field
-from decimal import Decimal, Inexact, localcontext
+from decimal import Context, Decimal, Inexact, localcontext
 
 from django.db import connection
 from django.db.models import Count, F, Q
@@ -469,11 +469,14 @@ class UsageReport:
     event_types: list[str]
 
 
+# Arithmetic on billable units: every digit kept (the default context rounds at 28),
+# and a rounding raises instead of passing unseen. Weights of 20 digits times 64-bit
+# counts stay far below 200 digits.
+EXACT = Context(prec=200, traps=[Inexact])
+
+
 def _exact_sum(values: Iterable[Decimal]) -> Decimal:
-    """The sum with every digit (the default context would round at 28)."""
-    with localcontext() as context:
-        context.prec = 200
-        context.traps[Inexact] = True
+    with localcontext(EXACT):
         return sum(values, Decimal(0))
 
 
@@ -484,9 +487,7 @@ def billable_units(
     weight, exactly (a rounding would be an error here, so it raises)."""
     # Decimal gigabytes (10^9 bytes); exact, as a shift of the decimal point.
     storage_gb = Decimal(storage_bytes).scaleb(-9)
-    with localcontext() as context:
-        context.prec = 200
-        context.traps[Inexact] = True
+    with localcontext(EXACT):
         return (
             api_calls * weights.api_call
             + gateway_requests * weights.gateway_request

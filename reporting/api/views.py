@@ -33,6 +33,7 @@ from reporting.api.serializers import (
 from reporting.metrics import MetricsInvalid, metrics_request_check
 from reporting.platform import (
     DEFAULT_OPERATOR_SORT,
+    EXACT,
     OPERATOR_SORTS,
     ReportLine,
     UsageReport,
@@ -285,12 +286,8 @@ def _report_json(report: UsageReport) -> dict:
 def _units(value: Decimal) -> Decimal:
     """Billable units without trailing zeros and with every digit: `normalize` rounds to
     the context's precision (28 digits by default), and units are exact."""
-    with localcontext(prec=UNITS_PRECISION):
+    with localcontext(EXACT):
         return normalize_decimal(value)
-
-
-# More digits than units can have (weights of 20 digits times 64-bit counts).
-UNITS_PRECISION = 100
 
 
 def _report_table(report: UsageReport) -> dict:

@@ -31,9 +31,10 @@ from rest_framework import serializers
 from common.api.renderers import CSVRenderer, DecimalJSONRenderer
 from common.json import normalize_decimal
 from reporting.api.serializers import UsageReportQuerySerializer
-from reporting.api.views import UNITS_PRECISION, _report_json, _report_table
+from reporting.api.views import _report_json, _report_table
 from reporting.platform import (
     DEFAULT_OPERATOR_SORT,
+    EXACT,
     OPERATOR_FIGURE_SORTS,
     OPERATOR_SORTS,
     ReportLine,
@@ -419,7 +420,7 @@ def _billing_range(request: HttpRequest) -> BillingRangeForm:
 
 def _exact(value: Decimal) -> str:
     # `quantity` with room for every digit of the units (they are exact, see the API).
-    with localcontext(prec=UNITS_PRECISION):
+    with localcontext(EXACT):
         return quantity(value)
 
 
