@@ -31,7 +31,7 @@ from common.admin import (
 from common.json import InvalidJSON, dumps, loads, normalize_decimal
 from metering import services
 from metering.cycles import Schedule
-from metering.forms import MeterForm, MeterTypeForm, thresholds_summary
+from metering.forms import MeterForm, MeterTypeForm, StoredRowsField, thresholds_summary
 from metering.models import (
     Alert,
     BillingAccount,
@@ -98,7 +98,7 @@ class JSONObjectRowsWidget(forms.MultiWidget):
         return context
 
 
-class JSONObjectRowsField(forms.MultiValueField):
+class JSONObjectRowsField(StoredRowsField):
     """A JSON object (custom fields) edited as name / value rows instead of raw JSON.
 
     A value that reads as JSON (`12`, `true`, `null`, `{"a": 1}`, `"12"`) is stored as
@@ -130,17 +130,10 @@ class JSONObjectRowsField(forms.MultiValueField):
             values += [key, value if bare else dumps(value).decode()]
         return values + [""] * (2 * rows - len(values))
 
-    def prepare_value(self, value):
-        # The stored object becomes rows; submitted rows stay as they are.
-        if value is None or isinstance(value, dict):
-            return self.rows_of(value, self.rows)
-        return value
+    empty: Any = {}
 
-    def has_changed(self, initial, data) -> bool:
-        try:
-            return self.clean(data) != (initial or {})
-        except forms.ValidationError:
-            return True
+    def stored_rows(self, stored) -> list[str]:
+        return self.rows_of(stored, self.rows)
 
     def compress(self, data_list) -> dict[str, Any]:
         result: dict[str, Any] = {}
@@ -839,7 +832,7 @@ class TierRowsWidget(forms.MultiWidget):
         return context
 
 
-class TierRowsField(forms.MultiValueField):
+class TierRowsField(StoredRowsField):
     """Graduated tiers as rows in, the stored tiers list out, checked by the API's rules
     (metering.pricing.tiers_parse). Blank rows are skipped."""
 
@@ -867,16 +860,8 @@ class TierRowsField(forms.MultiValueField):
             ]
         return values + [None] * (2 * TIER_ROWS - len(values))
 
-    def prepare_value(self, value):
-        if value is None or (isinstance(value, list) and any(isinstance(v, dict) for v in value)):
-            return self.rows_of(value)
-        return value
-
-    def has_changed(self, initial, data) -> bool:
-        try:
-            return self.clean(data) != (initial or [])
-        except forms.ValidationError:
-            return True
+    def stored_rows(self, stored) -> list[Any]:
+        return self.rows_of(stored)
 
     def compress(self, data_list):
         rows = [

@@ -79,7 +79,38 @@ class ThresholdRowsWidget(forms.MultiWidget):
         return context
 
 
-class ThresholdRowsField(forms.MultiValueField):
+class StoredRowsField(forms.MultiValueField):
+    """A JSON value of a model (a list, an object) edited as rows of plain fields.
+
+    The form is given the stored value and shows it as rows (`stored_rows`); what comes
+    back is rows, cleaned into the stored shape. Changed means: the rows would store
+    something other than what is stored."""
+
+    empty: Any = []  # what is stored when there is nothing: [] or {}
+
+    def is_stored(self, value) -> bool:
+        """Whether `value` is the stored shape rather than submitted rows (plain values):
+        an object, or a list of objects."""
+        if isinstance(self.empty, dict):
+            return isinstance(value, dict)
+        return isinstance(value, list) and any(isinstance(item, dict) for item in value)
+
+    def stored_rows(self, stored) -> list[Any]:
+        raise NotImplementedError
+
+    def prepare_value(self, value):
+        if value is None or self.is_stored(value):
+            return self.stored_rows(value)
+        return value
+
+    def has_changed(self, initial, data) -> bool:
+        try:
+            return self.clean(data) != (initial or self.empty)
+        except forms.ValidationError:
+            return True
+
+
+class ThresholdRowsField(StoredRowsField):
     """Up to five threshold rows in, the stored thresholds list out. Blank rows are
     skipped; every other row must be a threshold by metering.thresholds' rules."""
 
@@ -111,18 +142,8 @@ class ThresholdRowsField(forms.MultiValueField):
             ]
         return values + [None] * (len(COLUMNS) * MAX_THRESHOLDS - len(values))
 
-    def prepare_value(self, value):
-        # The model's stored list (dicts) becomes rows; submitted rows stay as they are.
-        if value is None or (isinstance(value, list) and any(isinstance(v, dict) for v in value)):
-            return self.rows_of(value)
-        return value
-
-    def has_changed(self, initial, data) -> bool:
-        # Rows against the stored list: compare what the rows would store.
-        try:
-            return self.clean(data) != (initial or [])
-        except forms.ValidationError:
-            return True
+    def stored_rows(self, stored) -> list[Any]:
+        return self.rows_of(stored)
 
     def compress(self, data_list):
         width = len(COLUMNS)
