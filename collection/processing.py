@@ -8,6 +8,10 @@ collector without a processor stay UNPROCESSED until one appears.
 A processor gets a claimed batch inside the transaction that will mark the records
 PROCESSED, so whatever it writes commits with them or not at all. It returns the ids of
 the records it could not process, each with a reason (they become FAILED).
+
+Apps that keep something per processed record (reporting's indexed metrics) register a
+*processed hook*: it is called with the records of a batch that became PROCESSED, in
+the same transaction, so what it writes commits with the new statuses or not at all.
 """
 
 from __future__ import annotations
@@ -78,3 +82,19 @@ def processor_for(collector: Collector) -> Processor | None:
 
 def has_resolvers() -> bool:
     return bool(_resolvers)
+
+
+ProcessedHook = Callable[[list[ClaimedRecord]], None]
+
+_processed_hooks: list[ProcessedHook] = []
+
+
+def register_processed_hook(hook: ProcessedHook) -> ProcessedHook:
+    """Call `hook` with every batch's newly PROCESSED records (usable as a decorator)."""
+    if hook not in _processed_hooks:
+        _processed_hooks.append(hook)
+    return hook
+
+
+def processed_hooks() -> tuple[ProcessedHook, ...]:
+    return tuple(_processed_hooks)

@@ -23,7 +23,12 @@ from redis.exceptions import ConnectionError as RedisConnectionError
 from redis.exceptions import TimeoutError as RedisTimeoutError
 
 from collection.models import Collector, EventRollupDelta, Record
-from collection.processing import ClaimedRecord, ProcessorRetry, processor_for
+from collection.processing import (
+    ClaimedRecord,
+    ProcessorRetry,
+    processed_hooks,
+    processor_for,
+)
 from common.json import loads_lenient
 from common.tasks import enqueue
 
@@ -223,6 +228,10 @@ def claim_finish(*, claim: Claim, failures: dict[int, str]) -> None:
         deltas[(*bucket, Record.Status.IN_PROGRESS, hour)] -= 1
         deltas[(*bucket, final, hour)] += 1
     _add_deltas(deltas)
+    processed = [record for record in claim.records if record.id not in failures]
+    if processed:
+        for hook in processed_hooks():
+            hook(processed)
 
 
 # Errors that say nothing about the records: the database, the cache or the broker was
