@@ -283,6 +283,13 @@ TALLY = {
         "HTTP_TIMEOUT_SECONDS": env_int("TALLY_HTTP_TIMEOUT_SECONDS", 10),
         "LOG_MAX_LINES": env_int("TALLY_STREAM_LOG_MAX_LINES", 1000),
     },
+    # Metric definitions (/v1/metrics): milliseconds one SQL metric may run before it is
+    # stopped; records per backfill step of an indexed metric (each step briefly holds
+    # back the processing of the operator's records).
+    "METRICS": {
+        "SQL_TIMEOUT_MS": env_int("TALLY_METRICS_SQL_TIMEOUT_MS", 2000),
+        "BACKFILL_CHUNK": env_int("TALLY_METRICS_BACKFILL_CHUNK", 50000),
+    },
 }
 
 # Counts wait in Redis at most this long; a year is more than any outage to ride out.
@@ -425,6 +432,7 @@ UNFOLD = {
                         "link": "/platform/",
                         "permission": _page_exists("/platform/"),
                     },
+                    _admin_page("Metric definitions", "reporting.metricdefinition", "functions"),
                     _admin_page("Usage by hour", "metering.usagerollup", "stacked_bar_chart"),
                     _admin_page("Events by hour", "collection.eventrollup", "bar_chart"),
                 ],

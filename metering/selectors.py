@@ -29,3 +29,20 @@ def assignment_first_cycles(assignments: Iterable[PlanAssignment]) -> dict[uuid.
         if cycle is not None and cycle.schedule.ref == assignment.pk:
             found[assignment.pk] = cycle
     return found
+
+
+def customer_cycles_on(*, operator_id: uuid.UUID, customer_id: str, day) -> dict[str, Cycle]:
+    """The pricing cycle holding `day` of each of the customer's billing accounts that
+    has one, by account id (the API's `accountId`). One query."""
+    schedules: dict[str, list[Schedule]] = defaultdict(list)
+    rows = PlanAssignment.objects.filter(
+        operator_id=operator_id, account__customer__external_id=customer_id
+    ).values_list("account__account_id", "effective_from", "cycle", "anchor_day")
+    for account_id, effective_from, interval, anchor_day in rows:
+        schedules[account_id].append(Schedule(effective_from, interval, anchor_day))
+    found = {}
+    for account_id, account_schedules in schedules.items():
+        cycle = cycle_at(account_schedules, day)
+        if cycle is not None:
+            found[account_id] = cycle
+    return found

@@ -37,6 +37,8 @@ from metering.models import (
     UsageRollup,
     UsageTypeRollup,
 )
+from metering.selectors import customer_cycles_on
+from reporting import definitions, measures
 from reporting.metrics import (
     ACCOUNT_ID,
     CUSTOMER_ID,
@@ -52,6 +54,7 @@ from reporting.metrics import (
     MetricsInvalid,
     buckets,
 )
+from reporting.models import MetricDefinition
 from tenants.models import Operator
 
 ZERO = Decimal(0)
@@ -420,3 +423,101 @@ def _fetch(sql: str, params: list) -> list[tuple]:
     with connection.cursor() as cursor:
         cursor.execute(sql, params)
         return cursor.fetchall()
+
+
+# -- Values of metric definitions (/v1/metrics/{id}/value) ---------------------------------
+
+
+class MetricBackfilling(Exception):
+    """An indexed metric's rollups are still being built; `progress` is 0 to 1."""
+
+    def __init__(self, progress: float) -> None:
+        super().__init__(f"{progress:.0%}")
+        self.progress = progress
+
+
+class NoCurrentCycle(ValueError):
+    """CURRENT_CYCLE asked of a customer without one (or with several to choose from)."""
+
+
+def timeframe_window(
+    *,
+    operator_id,
+    customer_id: str,
+    timeframe: definitions.Timeframe,
+    now: datetime.datetime,
+) -> tuple[measures.Window, dict]:
+    """The event-time window a timeframe means for the customer, and the timeframe as
+    answered (a current cycle with its start and end)."""
+    if timeframe.type == definitions.ALL:
+        return measures.Window(), {"type": definitions.ALL}
+    if timeframe.type == definitions.RANGE:
+        window = measures.Window(timeframe.start, timeframe.end)
+        return window, {
+            "type": definitions.RANGE,
+            "start": timeframe.start,
+            "end": timeframe.end,
+        }
+    cycles = customer_cycles_on(
+        operator_id=operator_id, customer_id=customer_id, day=now.astimezone(datetime.UTC).date()
+    )
+    if timeframe.account_id is not None:
+        cycles = {key: cycle for key, cycle in cycles.items() if key == timeframe.account_id}
+    if not cycles:
+        whose = f"account {timeframe.account_id}" if timeframe.account_id else "customer"
+        raise NoCurrentCycle(
+            f"The {whose} has no current pricing cycle (no plan assigned to a billing "
+            "account of the customer covers today)."
+        )
+    if len(cycles) > 1:
+        raise NoCurrentCycle(
+            "The customer has several billing accounts with a current cycle ("
+            f"{', '.join(sorted(cycles))}): say which in timeframe.accountId."
+        )
+    ((account_id, cycle),) = cycles.items()
+    start = datetime.datetime.combine(cycle.start, datetime.time(), datetime.UTC)
+    end = datetime.datetime.combine(cycle.end, datetime.time(), datetime.UTC)
+    answer = {
+        "type": definitions.CURRENT_CYCLE,
+        "accountId": account_id,
+        "start": start,
+        "end": end,
+    }
+    return measures.Window(start, end), answer
+
+
+def metric_value(
+    *,
+    operator_id,
+    spec: definitions.MetricSpec,
+    customer_id: str,
+    window: measures.Window,
+    metric: MetricDefinition | None = None,
+):
+    """A metric's value for one customer over `window`: an indexed metric from its
+    rollups (MetricBackfilling until they are complete), a simple one from the records,
+    a complex one by running its SQL in the sandbox. `metric` is None for a preview,
+    which computes an indexed definition as a simple one (the same value, by design)."""
+    if spec.query_type == definitions.COMPLEX:
+        # Imported here: the sandbox pulls in sqlglot, which only complex metrics need.
+        from reporting.sandbox import sql_metric_run
+
+        return sql_metric_run(
+            operator_id=operator_id,
+            customer_id=customer_id,
+            start=window.start,
+            end=window.end,
+            sql=spec.sql,
+        )
+    rollups_of = None
+    if spec.query_type == definitions.INDEXED and metric is not None:
+        if metric.index_status != MetricDefinition.IndexStatus.READY:
+            raise MetricBackfilling(metric.backfill_progress or 0.0)
+        rollups_of = metric.pk
+    return measures.metric_compute(
+        spec,
+        operator_id=operator_id,
+        customer_id=customer_id,
+        window=window,
+        rollups_of=rollups_of,
+    )

@@ -23,4 +23,4 @@ def test_every_fold_task_is_scheduled():
 
 def test_each_app_declares_its_own_schedules():
     owners = {task.split(".")[0] for task, _ in schedules_collect().values()}
-    assert owners == {"tenants", "collection", "metering", "streams"}
+    assert owners == {"tenants", "collection", "metering", "streams", "reporting"}

@@ -16,6 +16,8 @@ from common.api.serializers import (
     StrictCharField,
     TallySerializer,
 )
+from common.json import ExactJSONEncoder
+from reporting import definitions
 from reporting.metrics import (
     CURRENCIES,
     DEFAULT_PERIOD,
@@ -239,3 +241,183 @@ class UsageReportSerializer(TallySerializer):
     end = serializers.DateField()
     operators = UsageReportLineSerializer(many=True)
     totals = UsageReportTotalsSerializer(help_text="The sums of the operators' figures.")
+
+
+# -- Metric definitions (/v1/metrics) ------------------------------------------------------
+
+
+class ExactJSONField(serializers.JSONField):
+    """Any JSON value, numbers kept as the exact decimals the parser made of them."""
+
+    def __init__(self, **kwargs) -> None:
+        super().__init__(encoder=ExactJSONEncoder, **kwargs)
+
+
+class MetricDefinitionSerializer(TallySerializer):
+    """A metric definition as answered."""
+
+    id = serializers.UUIDField(read_only=True)
+    name = serializers.CharField(read_only=True)
+    description = serializers.CharField(read_only=True)
+    query_type = serializers.ChoiceField(choices=definitions.QUERY_TYPES, read_only=True)
+    aggregation_type = serializers.SerializerMethodField()
+    event_name = serializers.SerializerMethodField()
+    value_type = serializers.ChoiceField(choices=definitions.VALUE_TYPES, read_only=True)
+    value_property = serializers.SerializerMethodField()
+    filters = ExactJSONField(read_only=True)
+    sql = serializers.SerializerMethodField()
+    index_status = serializers.SerializerMethodField(
+        help_text="Indexed metrics: BACKFILLING until existing records are counted, then "
+        "READY (values answer 409 until then); null for the others."
+    )
+    backfill_progress = serializers.SerializerMethodField(
+        help_text="Indexed metrics: how far the backfill has come, 0 to 1."
+    )
+    created_at = DateTimeField(read_only=True)
+    updated_at = DateTimeField(read_only=True)
+
+    def get_aggregation_type(self, metric) -> str | None:
+        return metric.aggregation_type or None
+
+    def get_event_name(self, metric) -> str | None:
+        return metric.event_name or None
+
+    def get_value_property(self, metric) -> str | None:
+        return metric.value_property or None
+
+    def get_sql(self, metric) -> str | None:
+        return metric.sql or None
+
+    def get_index_status(self, metric) -> str | None:
+        return metric.index_status or None
+
+    def get_backfill_progress(self, metric) -> float | None:
+        progress = metric.backfill_progress
+        return None if progress is None else round(progress, 4)
+
+
+class MetricComputingSerializer(TallySerializer):
+    """The fields that say what a metric computes (checked together by
+    `reporting.definitions`)."""
+
+    query_type = serializers.ChoiceField(choices=definitions.QUERY_TYPES)
+    aggregation_type = serializers.ChoiceField(
+        choices=definitions.AGGREGATIONS, required=False, allow_null=True
+    )
+    event_name = StrictCharField(
+        max_length=definitions.MAX_EVENT_NAME_LENGTH, required=False, allow_null=True
+    )
+    value_type = serializers.ChoiceField(
+        choices=definitions.VALUE_TYPES, required=False, allow_null=True
+    )
+    value_property = StrictCharField(
+        max_length=definitions.MAX_PATH_LENGTH,
+        required=False,
+        allow_null=True,
+        help_text="Where the value is in a record's fields: $.tokens.output, $.items[0].n, "
+        '$["a key"].',
+    )
+    filters = ExactJSONField(
+        required=False,
+        allow_null=True,
+        help_text='[{"property": "$.model", "op": "eq", "value": "gpt-4"}]; op is one of '
+        f"{', '.join(definitions.FILTER_OPS)}. A record lacking the property never matches "
+        "(except `exists: false`).",
+    )
+    sql = StrictCharField(
+        max_length=definitions.MAX_SQL_LENGTH,
+        required=False,
+        allow_null=True,
+        trim_whitespace=False,
+        help_text="Complex metrics: one SELECT over events(id, type, customer_id, account_id, "
+        "event_time, payload) returning one number.",
+    )
+
+    def validate(self, attrs: dict) -> dict:
+        definition_fields_check(attrs, self.initial_data)
+        return attrs
+
+
+def definition_fields_check(attrs: dict, sent: dict) -> definitions.MetricSpec:
+    """Check the computing fields as one definition; field errors name the API's field."""
+    try:
+        return definitions.definition_check(
+            query_type=attrs.get("query_type"),
+            aggregation_type=attrs.get("aggregation_type"),
+            event_name=attrs.get("event_name"),
+            value_type=attrs.get("value_type"),
+            value_property=attrs.get("value_property"),
+            filters=attrs.get("filters"),
+            sql=attrs.get("sql"),
+        )
+    except definitions.DefinitionInvalid as invalid:
+        raise serializers.ValidationError(
+            {where: [message] for where, message in invalid.problems}
+        ) from invalid
+
+
+class MetricCreateSerializer(MetricComputingSerializer):
+    name = StrictCharField(max_length=definitions.MAX_NAME_LENGTH)
+    description = StrictCharField(required=False, allow_blank=True, max_length=2000)
+
+
+class MetricUpdateSerializer(TallySerializer):
+    """What an update may change; `queryType`, `aggregationType` and `valueType` are
+    fixed at creation (400)."""
+
+    name = StrictCharField(max_length=definitions.MAX_NAME_LENGTH, required=False)
+    description = StrictCharField(required=False, allow_blank=True, max_length=2000)
+    event_name = StrictCharField(
+        max_length=definitions.MAX_EVENT_NAME_LENGTH, required=False, allow_null=True
+    )
+    value_property = StrictCharField(
+        max_length=definitions.MAX_PATH_LENGTH, required=False, allow_null=True
+    )
+    filters = ExactJSONField(required=False, allow_null=True)
+    sql = StrictCharField(
+        max_length=definitions.MAX_SQL_LENGTH,
+        required=False,
+        allow_null=True,
+        trim_whitespace=False,
+    )
+
+    class Meta:
+        immutable_fields = ("queryType", "aggregationType", "valueType")
+
+    def validate(self, attrs: dict) -> dict:
+        if not attrs:
+            raise serializers.ValidationError("Send at least one field to change.")
+        return attrs
+
+
+class TimeframeSerializer(TallySerializer):
+    """For the schema only: the timeframe object (parsed by reporting.definitions)."""
+
+    type = serializers.ChoiceField(choices=definitions.TIMEFRAME_TYPES)
+    start = DateTimeField(required=False, help_text="RANGE: inclusive.")
+    end = DateTimeField(required=False, help_text="RANGE: exclusive.")
+    account_id = serializers.CharField(
+        required=False,
+        help_text="CURRENT_CYCLE: the billing account whose cycle, when the customer has "
+        "several with a current cycle.",
+    )
+
+
+class MetricPreviewSerializer(MetricComputingSerializer):
+    name = StrictCharField(max_length=definitions.MAX_NAME_LENGTH, required=False)
+    description = StrictCharField(required=False, allow_blank=True, max_length=2000)
+    customer_id = StrictCharField(max_length=320)
+    timeframe = ExactJSONField(required=False, allow_null=True)
+
+
+class MetricValueSerializer(TallySerializer):
+    id = serializers.UUIDField(allow_null=True)
+    name = serializers.CharField(allow_null=True)
+    customer_id = serializers.CharField()
+    value = serializers.JSONField(
+        allow_null=True,
+        help_text="A number (a string or boolean for LATEST of STRING and BOOLEAN "
+        "metrics); null when no record counted for MIN, MAX, AVG and LATEST.",
+    )
+    query_type = serializers.ChoiceField(choices=definitions.QUERY_TYPES)
+    timeframe = TimeframeSerializer()

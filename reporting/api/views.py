@@ -3,8 +3,12 @@ platform API's metrics and billing report (`/platform-api/...`, platform keys)."
 
 from __future__ import annotations
 
+import datetime
+import re
 from decimal import Decimal, localcontext
 
+from django.http import Http404
+from django.utils import timezone
 from drf_spectacular.types import OpenApiTypes
 from drf_spectacular.utils import (
     OpenApiExample,
@@ -16,21 +20,32 @@ from rest_framework import serializers, viewsets
 from rest_framework.request import Request
 from rest_framework.response import Response
 
+from collection.api.serializers import DeletedCountSerializer
+from common.api.exceptions import Conflict
 from common.api.filters import SORT_ORDERS
 from common.api.pagination import DEFAULT_LIMIT, MAX_LIMIT, query_int
 from common.api.renderers import CSVRenderer, DecimalJSONRenderer
 from common.json import WithoutDatetimes, format_datetime, normalize_decimal
+from common.json import loads as json_loads
+from reporting import definitions
 from reporting.api.serializers import (
+    MetricCreateSerializer,
+    MetricDefinitionSerializer,
+    MetricPreviewSerializer,
     MetricsAnswerSerializer,
     MetricsSerializer,
+    MetricUpdateSerializer,
+    MetricValueSerializer,
     PlatformConnectorListSerializer,
     PlatformOperatorListSerializer,
     PlatformOperatorSerializer,
     PlatformSummarySerializer,
     UsageReportQuerySerializer,
     UsageReportSerializer,
+    definition_fields_check,
 )
 from reporting.metrics import MetricsInvalid, metrics_request_check
+from reporting.models import MetricDefinition
 from reporting.platform import (
     DEFAULT_OPERATOR_SORT,
     EXACT,
@@ -42,8 +57,17 @@ from reporting.platform import (
     platform_summary,
     usage_report,
 )
-from reporting.selectors import MetricResult, metrics_answer
-from tenants.api.base import PlatformAPIView, caller_operator
+from reporting.sandbox import SqlFailed, SqlRejected
+from reporting.selectors import (
+    MetricBackfilling,
+    MetricResult,
+    NoCurrentCycle,
+    metric_value,
+    metrics_answer,
+    timeframe_window,
+)
+from reporting.services import MetricNameTaken, metric_create, metric_delete, metric_update
+from tenants.api.base import OperatorViewSet, PlatformAPIView, caller_operator
 
 
 class JSONErrorsMixin:
@@ -334,3 +358,272 @@ def _cell(value):
     if isinstance(value, str) and value.startswith(_FORMULA_STARTS):
         return "'" + value
     return value
+
+
+# -- Metric definitions (/v1/metrics) ------------------------------------------------------
+
+METRIC_ID = OpenApiParameter(
+    "metric_id", str, OpenApiParameter.PATH, description="The metric's id."
+)
+TIMEFRAME_PARAMETER = OpenApiParameter(
+    "timeframe",
+    str,
+    description='JSON, e.g. {"type": "RANGE", "start": "2026-01-01T00:00:00Z", "end": '
+    '"2026-02-01T00:00:00Z"}, or a bare type (ALL, CURRENT_CYCLE); the same fields may '
+    "also be sent as timeframe[type]=RANGE&timeframe[start]=…&timeframe[end]=…. Types: ALL "
+    "(the default), RANGE (start inclusive, end exclusive; ABSOLUTE is read as RANGE), "
+    "CURRENT_CYCLE (the customer's current pricing cycle; accountId picks the billing "
+    "account when the customer has several).",
+)
+CUSTOMER_PARAMETER = OpenApiParameter(
+    "customerId", str, required=True, description="The customer (records' customerId)."
+)
+# An indexed metric still backfilling: how soon to ask again.
+BACKFILL_RETRY_SECONDS = 5
+
+
+def _definition_problems(invalid: definitions.DefinitionInvalid) -> serializers.ValidationError:
+    return serializers.ValidationError({where: [message] for where, message in invalid.problems})
+
+
+def _timeframe_from_query(params) -> dict | None:
+    """The timeframe of a value request: JSON in `timeframe`, a bare type, or the
+    fields as `timeframe[field]=…`."""
+    raw = params.get("timeframe")
+    fields = {
+        key[len("timeframe[") : -1]: value
+        for key, value in params.items()
+        if key.startswith("timeframe[") and key.endswith("]")
+    }
+    if raw is not None and fields:
+        raise serializers.ValidationError(
+            {"timeframe": ["Send the timeframe once: as JSON or as timeframe[…] fields."]}
+        )
+    if fields:
+        return fields
+    if raw is None or raw == "":
+        return None
+    try:
+        return json_loads(raw)
+    except ValueError as error:
+        if re.fullmatch(r"\s*[A-Za-z_]+\s*", raw):  # a bare type: timeframe=ALL
+            return {"type": raw.strip()}
+        raise serializers.ValidationError(
+            {"timeframe": ['timeframe must be JSON, e.g. {"type": "ALL"}.']}
+        ) from error
+
+
+def _bare_timeframe(raw):
+    """A timeframe given as its type alone ("ALL") means {"type": "ALL"}."""
+    return {"type": raw} if isinstance(raw, str) else raw
+
+
+def _value_answer(
+    *,
+    operator,
+    spec: definitions.MetricSpec | None,
+    customer_id: str,
+    raw_timeframe,
+    metric: MetricDefinition | None,
+    name: str | None,
+) -> dict:
+    try:
+        if spec is None:  # a stored metric: checked again, the rules may have tightened
+            spec = metric.spec()
+        timeframe = definitions.timeframe_parse(raw_timeframe)
+        window, answered = timeframe_window(
+            operator_id=operator.pk,
+            customer_id=customer_id,
+            timeframe=timeframe,
+            now=timezone.now(),
+        )
+        value = metric_value(
+            operator_id=operator.pk,
+            spec=spec,
+            customer_id=customer_id,
+            window=window,
+            metric=metric,
+        )
+    except definitions.DefinitionInvalid as invalid:
+        raise _definition_problems(invalid) from invalid
+    except NoCurrentCycle as missing:
+        raise serializers.ValidationError({"timeframe": [str(missing)]}) from missing
+    except MetricBackfilling as backfilling:
+        raise MetricStillBackfilling(backfilling.progress) from backfilling
+    except (SqlFailed, SqlRejected) as failed:
+        raise serializers.ValidationError({"sql": [str(failed)]}) from failed
+    if isinstance(value, Decimal):
+        value = normalize_decimal(value)
+    return {
+        "id": metric.pk if metric is not None else None,
+        "name": name,
+        "customerId": customer_id,
+        "value": value,
+        "queryType": spec.query_type,
+        "timeframe": {
+            key: format_datetime(item) if isinstance(item, datetime.datetime) else item
+            for key, item in answered.items()
+        },
+    }
+
+
+class MetricStillBackfilling(Conflict):
+    def __init__(self, progress: float) -> None:
+        super().__init__(
+            f"The metric is backfilling: its rollups cover {progress:.0%} of the records "
+            "stored before it; ask again shortly (its indexStatus says when it is READY)."
+        )
+
+
+class MetricDefinitionViewSet(OperatorViewSet):
+    """Metric definitions: the caller's live ones only (a deleted metric is a 404).
+
+    The list answers a bare JSON array, as the reference does, paged by `limit` and
+    `skip`; the `X-Total-Count` header gives the number of definitions."""
+
+    queryset = MetricDefinition.objects.live()
+    serializer_class = MetricDefinitionSerializer
+    lookup_url_kwarg = "metric_id"
+    extra_error_statuses = ["409"]
+    required_scopes = {
+        "list": "metrics:read",
+        "retrieve": "metrics:read",
+        "value": "metrics:read",
+        "preview": "metrics:read",
+        "create": "metrics:write",
+        "update": "metrics:write",
+        "remove": "metrics:write",
+    }
+    rate_limit_group = "metrics"
+    # The list is a bare array (X-Total-Count gives the total), not the paged object.
+    pagination_class = None
+
+    @extend_schema(
+        operation_id="metric_definitions_list",
+        parameters=[
+            OpenApiParameter(
+                "limit",
+                {"type": "integer", "minimum": 0, "maximum": MAX_LIMIT},
+                description=f"How many (default {DEFAULT_LIMIT}, at most {MAX_LIMIT}).",
+            ),
+            OpenApiParameter(
+                "skip", {"type": "integer", "minimum": 0}, description="How many to skip."
+            ),
+            OpenApiParameter(
+                "X-Total-Count",
+                int,
+                OpenApiParameter.HEADER,
+                response=[200],
+                description="How many live definitions the operator has.",
+            ),
+        ],
+        responses=MetricDefinitionSerializer(many=True),
+    )
+    def list(self, request: Request) -> Response:
+        limit = query_int(request, "limit", DEFAULT_LIMIT, MAX_LIMIT)
+        skip = min(query_int(request, "skip", 0), SKIP_CEILING)
+        queryset = self.get_queryset().order_by("created_at", "id")
+        total = queryset.count()
+        page = list(queryset[skip : skip + limit]) if limit and skip < total else []
+        return Response(
+            MetricDefinitionSerializer(page, many=True).data, headers={"X-Total-Count": str(total)}
+        )
+
+    @extend_schema(
+        operation_id="metric_definitions_create",
+        request=MetricCreateSerializer,
+        responses={201: MetricDefinitionSerializer},
+    )
+    def create(self, request: Request) -> Response:
+        serializer = MetricCreateSerializer(data=request.data)
+        serializer.is_valid(raise_exception=True)
+        data = dict(serializer.validated_data)
+        try:
+            metric = metric_create(operator=caller_operator(self), **data)
+        except MetricNameTaken as taken:
+            raise Conflict(f"A metric named {data['name']!r} exists already.") from taken
+        return Response(MetricDefinitionSerializer(metric).data, status=201)
+
+    @extend_schema(operation_id="metric_definitions_get", parameters=[METRIC_ID])
+    def retrieve(self, request: Request, metric_id: str) -> Response:
+        return Response(MetricDefinitionSerializer(self.get_object()).data)
+
+    @extend_schema(
+        operation_id="metric_definitions_update",
+        parameters=[METRIC_ID],
+        request=MetricUpdateSerializer,
+        responses={200: MetricDefinitionSerializer},
+    )
+    def update(self, request: Request, metric_id: str) -> Response:
+        metric = self.get_object()
+        serializer = MetricUpdateSerializer(metric, data=request.data, partial=True)
+        serializer.is_valid(raise_exception=True)
+        try:
+            metric = metric_update(metric=metric, changes=dict(serializer.validated_data))
+        except definitions.DefinitionInvalid as invalid:
+            raise _definition_problems(invalid) from invalid
+        except MetricNameTaken as taken:
+            raise Conflict(f"A metric named {str(taken)!r} exists already.") from taken
+        except MetricDefinition.DoesNotExist as gone:
+            raise Http404 from gone
+        return Response(MetricDefinitionSerializer(metric).data)
+
+    @extend_schema(
+        operation_id="metric_definitions_delete",
+        parameters=[METRIC_ID],
+        request=None,
+        responses={200: DeletedCountSerializer},
+    )
+    def remove(self, request: Request, metric_id: str) -> Response:
+        """Soft delete. (Not named `delete`: DRF would route HTTP DELETE to it.)"""
+        try:
+            metric_delete(metric=self.get_object())
+        except MetricDefinition.DoesNotExist as gone:
+            raise Http404 from gone
+        return Response({"deletedCount": 1})
+
+    @extend_schema(
+        operation_id="metric_definitions_value",
+        parameters=[METRIC_ID, CUSTOMER_PARAMETER, TIMEFRAME_PARAMETER],
+        responses={200: MetricValueSerializer},
+    )
+    def value(self, request: Request, metric_id: str) -> Response:
+        """The metric's value for one customer over a timeframe."""
+        metric = self.get_object()
+        customer_id = request.query_params.get("customerId")
+        if not customer_id:
+            raise serializers.ValidationError({"customerId": ["This parameter is required."]})
+        if "\x00" in customer_id or len(customer_id) > 320:
+            raise serializers.ValidationError({"customerId": ["Not a customer id."]})
+        answer = _value_answer(
+            operator=caller_operator(self),
+            spec=None,
+            customer_id=customer_id,
+            raw_timeframe=_timeframe_from_query(request.query_params),
+            metric=metric,
+            name=metric.name,
+        )
+        return Response(answer)
+
+    @extend_schema(
+        operation_id="metric_definitions_preview",
+        request=MetricPreviewSerializer,
+        responses={200: MetricValueSerializer},
+    )
+    def preview(self, request: Request) -> Response:
+        """A definition's value for one customer, without storing it: check a metric
+        (a SQL one especially) before creating it. Indexed definitions are computed
+        from the records, as simple ones (the same value)."""
+        serializer = MetricPreviewSerializer(data=request.data)
+        serializer.is_valid(raise_exception=True)
+        data = serializer.validated_data
+        spec = definition_fields_check(data, request.data)
+        answer = _value_answer(
+            operator=caller_operator(self),
+            spec=spec,
+            customer_id=data["customer_id"],
+            raw_timeframe=_bare_timeframe(data.get("timeframe")),
+            metric=None,
+            name=data.get("name"),
+        )
+        return Response(answer)
