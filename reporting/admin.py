@@ -81,11 +81,11 @@ def backfill_percent(metric: MetricDefinition) -> int | None:
     float never shows 28% for 29 of 100."""
     if metric.index_status == MetricDefinition.IndexStatus.READY:
         return 100
-    if metric.index_status != MetricDefinition.IndexStatus.BACKFILLING:
+    steps = metric.backfill_steps()
+    if steps is None:
         return None
-    if metric.backfill_target <= 0:
-        return 0
-    return max(0, min(99, metric.indexed_through * 100 // metric.backfill_target))
+    done, total = steps
+    return min(99, done * 100 // total) if total else 0
 
 
 def index_status_text(metric: MetricDefinition) -> str:

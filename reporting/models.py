@@ -97,8 +97,9 @@ class MetricDefinition(models.Model):
         max_length=16, choices=IndexStatus.choices, blank=True, default="", editable=False
     )
     indexed_through = models.BigIntegerField(default=0, editable=False)
-    # The newest record id when the backfill started (its progress is measured against
-    # it), and when it finished.
+    # The record ids the backfill walks when it starts (from the one before the oldest
+    # to the newest; its progress is measured between them), and when it finished.
+    backfill_from = models.BigIntegerField(default=0, editable=False)
     backfill_target = models.BigIntegerField(default=0, editable=False)
     backfill_started_at = models.DateTimeField(null=True, blank=True, editable=False)
     backfill_finished_at = models.DateTimeField(null=True, blank=True, editable=False)
@@ -147,16 +148,25 @@ class MetricDefinition(models.Model):
             sql=self.sql or None,
         )
 
+    def backfill_steps(self) -> tuple[int, int] | None:
+        """(record ids walked, record ids to walk) of a running backfill: from the first
+        record it started at to the newest when it began. None unless BACKFILLING."""
+        if self.index_status != self.IndexStatus.BACKFILLING:
+            return None
+        total = max(0, self.backfill_target - self.backfill_from)
+        done = min(total, max(0, self.indexed_through - self.backfill_from))
+        return done, total
+
     @property
     def backfill_progress(self) -> float | None:
         """How far the backfill has come, 0 to 1; None for metrics without one."""
         if self.index_status == self.IndexStatus.READY:
             return 1.0
-        if self.index_status != self.IndexStatus.BACKFILLING:
+        steps = self.backfill_steps()
+        if steps is None:
             return None
-        if self.backfill_target <= 0:
-            return 0.0
-        return min(1.0, max(0.0, self.indexed_through / self.backfill_target))
+        done, total = steps
+        return done / total if total else 0.0
 
 
 class MetricRollup(models.Model):

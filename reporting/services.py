@@ -116,6 +116,8 @@ def definition_spec(values: dict[str, Any]) -> definitions.MetricSpec:
 def _backfill_start(metric: MetricDefinition, now: datetime.datetime) -> None:
     metric.index_status = MetricDefinition.IndexStatus.BACKFILLING
     metric.indexed_through = 0
+    oldest = _next_record_id(0)
+    metric.backfill_from = 0 if oldest is None else oldest - 1
     metric.backfill_target = _newest_record_id()
     metric.backfill_started_at = now
     metric.backfill_finished_at = None
