@@ -334,6 +334,26 @@ def secondary_indexes(conn, table: str) -> tuple[list[str], list[str]]:
     return drop, create
 
 
+def records_copy(conn, scene: Scene, total: int) -> None:
+    """Step 1: COPY the scene's records over `conn` (bench/metric_value.py loads the same
+    set this way), printing what it took."""
+    started = time.perf_counter()
+    blocks = record_blocks(scene, total)
+    per_copy = COPY_CHUNK // INGESTION_ROWS
+    for first in blocks:  # each COPY takes this block and the next ones, up to its size
+        with conn.cursor() as cursor, cursor.copy(COPY_SQL) as copy:
+            copy.write(first)
+            for block in itertools.islice(blocks, per_copy - 1):
+                copy.write(block)
+        conn.commit()
+    seconds = time.perf_counter() - started
+    print(
+        f"1. loaded {total:,} records by COPY in {seconds:.1f} s "
+        f"({total / seconds:,.0f} records/s)",
+        flush=True,
+    )
+
+
 def load_and_roll_up(scene: Scene, total: int, url: str) -> None:
     """Steps 1 and 2, printing what each took."""
     import psycopg
@@ -342,21 +362,7 @@ def load_and_roll_up(scene: Scene, total: int, url: str) -> None:
         # Set-up only: no wait for the disk at each commit, room for the big sorts.
         conn.execute("SET synchronous_commit = off")
         conn.execute("SET work_mem = '512MB'")
-        started = time.perf_counter()
-        blocks = record_blocks(scene, total)
-        per_copy = COPY_CHUNK // INGESTION_ROWS
-        for first in blocks:  # each COPY takes this block and the next ones, up to its size
-            with conn.cursor() as cursor, cursor.copy(COPY_SQL) as copy:
-                copy.write(first)
-                for block in itertools.islice(blocks, per_copy - 1):
-                    copy.write(block)
-            conn.commit()
-        seconds = time.perf_counter() - started
-        print(
-            f"1. loaded {total:,} records by COPY in {seconds:.1f} s "
-            f"({total / seconds:,.0f} records/s)",
-            flush=True,
-        )
+        records_copy(conn, scene, total)
 
         # Statistics first, so the roll-up's GROUP BYs are planned for the rows there are.
         # Its rows point at the scene's operator and meter types by construction: the

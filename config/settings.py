@@ -287,7 +287,7 @@ TALLY = {
     # stopped; records per backfill step of an indexed metric (each step briefly holds
     # back the processing of the operator's records).
     "METRICS": {
-        "SQL_TIMEOUT_MS": env_int("TALLY_METRICS_SQL_TIMEOUT_MS", 2000),
+        "SQL_TIMEOUT_MS": env_int("TALLY_METRICS_SQL_TIMEOUT_MS", 5000),
         "BACKFILL_CHUNK": env_int("TALLY_METRICS_BACKFILL_CHUNK", 50000),
     },
 }

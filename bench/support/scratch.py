@@ -75,15 +75,30 @@ def served_scratch_database(
     `name`, this process's Django set up on it, and the environment a server started
     beside it needs (these rate limits, quiet logs). Returns (that environment, the
     database's URL, the server's original DATABASE_URL for `drop_scratch_database`)."""
+    os.environ.setdefault("SECRET_KEY", "bench")
+    os.environ.setdefault("REDIS_URL", "redis://127.0.0.1:6379/0")
+    scratch_url, base_url = create_scratch_database(name)
+    try:
+        env = serve_database(scratch_url, rate_limits=rate_limits, extra=extra)
+    except BaseException:
+        drop_scratch_database(base_url, name)
+        raise
+    return env, scratch_url, base_url
+
+
+def serve_database(
+    url: str, *, rate_limits: dict[str, dict[str, float]], extra: dict[str, str] | None = None
+) -> dict[str, str]:
+    """Migrate the database at `url` (a no-op when it is up to date), set this process's
+    Django up on it, and return the environment a server started beside it needs."""
     import json
     import subprocess
 
     os.environ.setdefault("SECRET_KEY", "bench")
     os.environ.setdefault("REDIS_URL", "redis://127.0.0.1:6379/0")
-    scratch_url, base_url = create_scratch_database(name)
     env = dict(os.environ)
     env.update(
-        DATABASE_URL=scratch_url,
+        DATABASE_URL=url,
         DJANGO_SETTINGS_MODULE="config.settings",
         ALLOWED_HOSTS="127.0.0.1,localhost",
         DEBUG="false",
@@ -93,17 +108,10 @@ def served_scratch_database(
     )
     os.environ.update(env)
     root = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
-    try:
-        subprocess.run(
-            [sys.executable, "manage.py", "migrate", "--verbosity", "0"],
-            cwd=root,
-            env=env,
-            check=True,
-        )
-        import django
+    subprocess.run(
+        [sys.executable, "manage.py", "migrate", "--verbosity", "0"], cwd=root, env=env, check=True
+    )
+    import django
 
-        django.setup()
-    except BaseException:
-        drop_scratch_database(base_url, name)
-        raise
-    return env, scratch_url, base_url
+    django.setup()
+    return env

@@ -34,7 +34,6 @@ class Migration(migrations.Migration):
                 ('deleted_at', models.DateTimeField(blank=True, editable=False, null=True)),
                 ('index_status', models.CharField(blank=True, choices=[('', '—'), ('BACKFILLING', 'Backfilling'), ('READY', 'Ready')], default='', editable=False, max_length=16)),
                 ('indexed_through', models.BigIntegerField(default=0, editable=False)),
-                ('backfill_from', models.BigIntegerField(default=0, editable=False)),
                 ('backfill_target', models.BigIntegerField(default=0, editable=False)),
                 ('backfill_started_at', models.DateTimeField(blank=True, editable=False, null=True)),
                 ('backfill_finished_at', models.DateTimeField(blank=True, editable=False, null=True)),
