@@ -141,6 +141,8 @@ def api_exception_handler(exc: Exception, context: dict[str, Any]) -> Response |
 
     if isinstance(exc, ServiceUnavailable):
         headers["Retry-After"] = str(RETRY_AFTER_SECONDS)
+    elif getattr(exc, "retry_after", None):  # a state that passes (a backfill running)
+        headers["Retry-After"] = str(exc.retry_after)
     if isinstance(exc, exceptions.Throttled) and exc.wait is not None:
         headers["Retry-After"] = str(max(1, math.ceil(exc.wait)))
     if isinstance(exc, exceptions.NotAuthenticated | exceptions.AuthenticationFailed):

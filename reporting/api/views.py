@@ -468,6 +468,8 @@ def _value_answer(
 
 
 class MetricStillBackfilling(Conflict):
+    retry_after = BACKFILL_RETRY_SECONDS
+
     def __init__(self, progress: float) -> None:
         super().__init__(
             f"The metric is backfilling: its rollups cover {progress:.0%} of the records "

@@ -142,9 +142,9 @@ def test_the_list_shows_each_query_type_and_the_backfill_progress(staff, client,
     metric(client, "Tokens simple")
     indexed = metric(client, "Tokens indexed", queryType="indexed")
     create_metric(client, {"name": "Tokens complex", "queryType": "complex", "sql": TOKENS_SQL})
-    # The scene: the backfill has counted the record ids up to 420 of 1000.
+    # The scene: the backfill has walked the record ids up to 420 of 1 to 1000.
     MetricDefinition.objects.filter(pk=indexed["id"]).update(
-        indexed_through=420, backfill_target=1000
+        backfill_from=0, indexed_through=420, backfill_target=1000
     )
 
     rows = result_rows(staff.get(ADMIN))

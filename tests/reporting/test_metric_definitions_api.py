@@ -1038,8 +1038,10 @@ def test_current_cycle_with_several_accounts_needs_the_account_id(client, metric
 def test_an_indexed_metric_answers_409_until_backfilled(client, collector):
     send_and_process(client, collector, [api_call("r1", 1, n=4), api_call("r2", 2, n=5)])
     metric = create_metric(client, indexed(aggregationType="SUM", valueProperty="$.n"))
-    error = assert_error_body(value_response(client, metric["id"], "customerId=c1"), 409)
+    response = value_response(client, metric["id"], "customerId=c1")
+    error = assert_error_body(response, 409)
     assert "backfilling" in error["message"]
+    assert response["Retry-After"] == "5"
     # A preview of the same definition is computed from the records at once.
     assert (
         preview(
