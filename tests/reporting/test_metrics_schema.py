@@ -31,13 +31,12 @@ from typing import Any
 import jsonschema
 import pytest
 from django.utils import timezone
-from drf_spectacular.generators import SchemaGenerator
-from drf_spectacular.renderers import OpenApiJsonRenderer
 
 from common.json import format_datetime
 from metering.usage import UsageUpdate, usage_apply
 from tests.conftest import Tenant, assert_error_body, make_tenant
 from tests.factories import CollectorFactory
+from tests.openapi import openapi_document, resolved, strict
 
 pytestmark = pytest.mark.django_db
 
@@ -51,7 +50,6 @@ PERIODS = ["HOUR", "DAY", "WEEK", "MONTH"]
 FIELD_NAMES = ["ACCOUNT_ID", "CUSTOMER_ID", "SCHEMA_NAME", "EVENT_STATUS", "USAGE_METER_ID"]
 CURRENCIES = ["BASE", "INVOICE"]
 CSV_HEADER = ["id", "name", "groupByField", "groupByValue", "timestamp", "value"]
-MILLISECOND_UTC = r"^\d{4}-\d\d-\d\dT\d\d:\d\d:\d\d\.\d{3}Z$"
 CLIENT_PACKAGE = "tally_metrics_client"
 
 
@@ -61,8 +59,7 @@ CLIENT_PACKAGE = "tally_metrics_client"
 @pytest.fixture(scope="module")
 def openapi() -> dict:
     """The document `/api/schema/` serves, built in-process and read back as JSON."""
-    schema = SchemaGenerator().get_schema(request=None, public=True)
-    return json.loads(OpenApiJsonRenderer().render(schema, renderer_context={}))
+    return openapi_document()
 
 
 def _refs(node: Any) -> Iterator[str]:
@@ -92,44 +89,16 @@ def _metrics_only(document: dict) -> dict:
     return {**document, "paths": {PATH: document["paths"][PATH]}, "components": components}
 
 
-def _resolved(node: Any, schemas: dict) -> Any:
-    """`node` with every `$ref` replaced by a copy of what it names."""
-    if isinstance(node, dict):
-        if "$ref" in node:
-            return _resolved(schemas[node["$ref"].rsplit("/", 1)[1]], schemas)
-        return {key: _resolved(value, schemas) for key, value in node.items()}
-    if isinstance(node, list):
-        return [_resolved(value, schemas) for value in node]
-    return node
-
-
-def _strict(node: Any) -> Any:
-    """An OpenAPI schema tightened: objects take no undocumented key and need every
-    documented one (`groupedBy` alone is optional: only grouped series have it);
-    date-times are the API's millisecond UTC form."""
-    if isinstance(node, list):
-        return [_strict(value) for value in node]
-    if not isinstance(node, dict):
-        return node
-    node = {key: _strict(value) for key, value in node.items()}
-    if "properties" in node:
-        node["additionalProperties"] = False
-        node["required"] = sorted(name for name in node["properties"] if name != "groupedBy")
-    if node.get("format") == "date-time":
-        node["pattern"] = MILLISECOND_UTC
-    if node.pop("nullable", False) and "type" in node:
-        node["type"] = [node["type"], "null"]
-    return node
-
-
 @pytest.fixture(scope="module")
 def operation(openapi) -> dict:
-    return _resolved(openapi["paths"][PATH]["post"], openapi["components"]["schemas"])
+    return resolved(openapi["paths"][PATH]["post"], openapi["components"]["schemas"])
 
 
 @pytest.fixture(scope="module")
 def strict_answer(operation) -> jsonschema.Draft7Validator:
-    schema = _strict(operation["responses"]["200"]["content"]["application/json"]["schema"])
+    # Only grouped series have `groupedBy`.
+    answer = operation["responses"]["200"]["content"]["application/json"]["schema"]
+    schema = strict(answer, optional={"groupedBy"})
     jsonschema.Draft7Validator.check_schema(schema)
     return jsonschema.Draft7Validator(schema)
 

@@ -4,16 +4,12 @@ present, millisecond UTC timestamps), validates real answers."""
 
 from __future__ import annotations
 
-import json
-from typing import Any
-
 import jsonschema
 import pytest
-from drf_spectacular.generators import SchemaGenerator
-from drf_spectacular.renderers import OpenApiJsonRenderer
 
 from metering.notifications import webhook_endpoint_set
 from tenants.services import operator_set_status
+from tests.openapi import openapi_document, resolved, strict
 from tests.reporting.platform_helpers import (
     CONNECTORS,
     OPERATORS,
@@ -26,45 +22,16 @@ from tests.streams.runtime.helpers import ingest
 
 pytestmark = [pytest.mark.django_db, pytest.mark.usefixtures("generous_limits")]
 
-MILLISECOND_UTC = r"^\d{4}-\d\d-\d\dT\d\d:\d\d:\d\d\.\d{3}Z$"
-
 
 @pytest.fixture(scope="module")
 def openapi() -> dict:
-    schema = SchemaGenerator().get_schema(request=None, public=True)
-    return json.loads(OpenApiJsonRenderer().render(schema, renderer_context={}))
-
-
-def _resolved(node: Any, schemas: dict) -> Any:
-    if isinstance(node, dict):
-        if "$ref" in node:
-            return _resolved(schemas[node["$ref"].rsplit("/", 1)[1]], schemas)
-        return {key: _resolved(value, schemas) for key, value in node.items()}
-    if isinstance(node, list):
-        return [_resolved(value, schemas) for value in node]
-    return node
-
-
-def _strict(node: Any) -> Any:
-    if isinstance(node, list):
-        return [_strict(value) for value in node]
-    if not isinstance(node, dict):
-        return node
-    node = {key: _strict(value) for key, value in node.items()}
-    if "properties" in node:
-        node["additionalProperties"] = False
-        node["required"] = sorted(node["properties"])
-    if node.get("format") == "date-time":
-        node["pattern"] = MILLISECOND_UTC
-    if node.pop("nullable", False) and "type" in node:
-        node["type"] = [node["type"], "null"]
-    return node
+    return openapi_document()
 
 
 def validator(openapi: dict, path: str) -> jsonschema.Draft7Validator:
     operation = openapi["paths"][path]["get"]
     content = operation["responses"]["200"]["content"]["application/json"]["schema"]
-    schema = _strict(_resolved(content, openapi["components"]["schemas"]))
+    schema = strict(resolved(content, openapi["components"]["schemas"]))
     jsonschema.Draft7Validator.check_schema(schema)
     return jsonschema.Draft7Validator(schema)
 
