@@ -75,24 +75,11 @@ FORM_FIELD_OF = {
 COMPUTING_FORM_FIELDS = tuple(FORM_FIELD_OF.values())
 
 
-def backfill_percent(metric: MetricDefinition) -> int | None:
-    """How far the backfill has come, in whole percent rounded down (100 only once it
-    has finished); None for a metric without an index. From the integers, so that a
-    float never shows 28% for 29 of 100."""
-    if metric.index_status == MetricDefinition.IndexStatus.READY:
-        return 100
-    steps = metric.backfill_steps()
-    if steps is None:
-        return None
-    done, total = steps
-    return min(99, done * 100 // total) if total else 0
-
-
 def index_status_text(metric: MetricDefinition) -> str:
     """The index status as staff read it: "Backfilling 42%", "Ready", or "" for a
     metric without an index."""
     if metric.index_status == MetricDefinition.IndexStatus.BACKFILLING:
-        return f"Backfilling {backfill_percent(metric)}%"
+        return f"Backfilling {metric.backfill_percent()}%"
     if metric.index_status == MetricDefinition.IndexStatus.READY:
         return "Ready"
     return ""
@@ -173,15 +160,7 @@ class MetricDefinitionForm(forms.ModelForm):
             for field in COMPUTING_FORM_FIELDS
         }
         try:
-            definitions.definition_check(
-                query_type=values["query_type"],
-                aggregation_type=values["aggregation_type"] or None,
-                event_name=values["event_name"] or None,
-                value_type=values["value_type"] or None,
-                value_property=values["value_property"] or None,
-                filters=values["filters"] or None,
-                sql=values["sql"] or None,
-            )
+            definitions.definition_from(values)
         except definitions.DefinitionInvalid as invalid:
             for where, message in invalid.problems:
                 self._problem_add(where, message)
@@ -335,7 +314,7 @@ def metric_value_shown(metric: MetricDefinition, params) -> MetricValueShown:
     except MetricBackfilling:
         return MetricValueShown(
             form,
-            problem=f"The metric is backfilling: its rollups cover {backfill_percent(metric)}% "
+            problem=f"The metric is backfilling: its rollups cover {metric.backfill_percent()}% "
             "of the records stored before it. It has a value once it is Ready; ask again "
             "shortly.",
         )
@@ -461,7 +440,7 @@ class MetricDefinitionAdmin(ServiceAdminMixin, ModelAdmin):
 
     @admin.display(description="backfill progress")
     def backfill_percent(self, obj: MetricDefinition) -> str:
-        percent = backfill_percent(obj)
+        percent = obj.backfill_percent()
         return "-" if percent is None else f"{percent}%"
 
     @admin.display(description="indexed through")

@@ -20,6 +20,7 @@ from __future__ import annotations
 
 import datetime
 import re
+from collections.abc import Mapping
 from dataclasses import dataclass
 from decimal import Decimal
 from typing import Any
@@ -273,6 +274,23 @@ def definition_check(
         filters=checked_filters,
         sql=None,
     )
+
+
+COMPUTING_FIELDS = (
+    "query_type",
+    "aggregation_type",
+    "event_name",
+    "value_type",
+    "value_property",
+    "filters",
+    "sql",
+)
+
+
+def definition_from(values: Mapping[str, Any]) -> MetricSpec:
+    """`definition_check` of a definition given by its field names (a request's checked
+    fields, a form's, a stored row's), empty values meaning absent."""
+    return definition_check(**{field: values.get(field) or None for field in COMPUTING_FIELDS})
 
 
 def _complex_check(value_type, value_property, filters, sql, problems) -> MetricSpec:

@@ -95,6 +95,18 @@ def _filter(item: Filter) -> Sql:
     return f"{prop} {symbol} %s::jsonb", [*params, dumps_text(item.value)]
 
 
+def _within(column: str, window: Window) -> tuple[list[str], list[Any]]:
+    """The conditions (and their parameters) that keep `column` inside `window`."""
+    bounds, params = [], []
+    if window.start is not None:
+        bounds.append(f"{column} >= %s")
+        params.append(window.start)
+    if window.end is not None:
+        bounds.append(f"{column} < %s")
+        params.append(window.end)
+    return bounds, params
+
+
 def _selection(
     spec: MetricSpec,
     *,
@@ -115,14 +127,9 @@ def _selection(
     if windows is not None:
         ors = []
         for window in windows:
-            bounds = []
-            if window.start is not None:
-                bounds.append("event_time >= %s")
-                params.append(window.start)
-            if window.end is not None:
-                bounds.append("event_time < %s")
-                params.append(window.end)
+            bounds, bound_params = _within("event_time", window)
             ors.append(f"({' AND '.join(bounds) or 'TRUE'})")
+            params.extend(bound_params)
         conditions.append(f"({' OR '.join(ors) or 'FALSE'})")
     if ids is not None:
         conditions.append("id = ANY(%s::bigint[])")
@@ -193,14 +200,9 @@ def _records_part(spec: MetricSpec, where: Sql) -> Sql:
 
 
 def _rollup_part(spec: MetricSpec, metric_id: uuid.UUID, customer_id: str, hours: Window) -> Sql:
-    conditions, params = ["metric_id = %s", "customer_id = %s"], [metric_id, customer_id]
-    if hours.start is not None:
-        conditions.append("hour >= %s")
-        params.append(hours.start)
-    if hours.end is not None:
-        conditions.append("hour < %s")
-        params.append(hours.end)
-    where = " AND ".join(conditions)
+    bounds, params = _within("hour", hours)
+    where = " AND ".join(["metric_id = %s", "customer_id = %s", *bounds])
+    params = [metric_id, customer_id, *params]
     if spec.aggregation == d.UNIQUE_COUNT:
         return f"SELECT value_key AS k FROM {DISTINCT} WHERE {where}", params  # noqa: S608
     return f"SELECT {_ROLLUP_COLUMNS[spec.aggregation]} FROM {ROLLUPS} WHERE {where}", params  # noqa: S608

@@ -137,15 +137,10 @@ class MetricDefinition(models.Model):
         return self.deleted_at is not None
 
     def spec(self) -> definitions.MetricSpec:
-        """What the stored definition computes (it was checked when stored)."""
-        return definitions.definition_check(
-            query_type=self.query_type,
-            aggregation_type=self.aggregation_type or None,
-            event_name=self.event_name or None,
-            value_type=self.value_type,
-            value_property=self.value_property or None,
-            filters=self.filters or None,
-            sql=self.sql or None,
+        """What the stored definition computes (checked again: the rules may have
+        tightened since it was stored)."""
+        return definitions.definition_from(
+            {field: getattr(self, field) for field in definitions.COMPUTING_FIELDS}
         )
 
     def backfill_steps(self) -> tuple[int, int] | None:
@@ -156,6 +151,16 @@ class MetricDefinition(models.Model):
         total = max(0, self.backfill_target - self.backfill_from)
         done = min(total, max(0, self.indexed_through - self.backfill_from))
         return done, total
+
+    def backfill_percent(self) -> int | None:
+        """The progress in whole percent, rounded down (100 only once READY)."""
+        if self.index_status == self.IndexStatus.READY:
+            return 100
+        steps = self.backfill_steps()
+        if steps is None:
+            return None
+        done, total = steps
+        return min(99, done * 100 // total) if total else 0
 
     @property
     def backfill_progress(self) -> float | None:

@@ -100,19 +100,6 @@ def _definition_fields(values: dict[str, Any]) -> dict[str, Any]:
     }
 
 
-def definition_spec(values: dict[str, Any]) -> definitions.MetricSpec:
-    """Check a definition given as model field names; DefinitionInvalid if it is not one."""
-    return definitions.definition_check(
-        query_type=values.get("query_type"),
-        aggregation_type=values.get("aggregation_type") or None,
-        event_name=values.get("event_name") or None,
-        value_type=values.get("value_type") or None,
-        value_property=values.get("value_property") or None,
-        filters=values.get("filters") or None,
-        sql=values.get("sql") or None,
-    )
-
-
 def _backfill_start(metric: MetricDefinition, now: datetime.datetime) -> None:
     metric.index_status = MetricDefinition.IndexStatus.BACKFILLING
     metric.indexed_through = 0
@@ -134,7 +121,7 @@ def metric_create(
 ) -> MetricDefinition:
     """Store a definition (DefinitionInvalid if it is not one, MetricNameTaken if a live
     metric of the operator has the name). An indexed metric starts backfilling."""
-    definition_spec({"query_type": query_type, **computing})
+    definitions.definition_from({"query_type": query_type, **computing})
     now = timezone.now()
     metric = MetricDefinition(
         operator=operator,
@@ -170,7 +157,7 @@ def metric_update(*, metric: MetricDefinition, changes: dict[str, Any]) -> Metri
     current = {field: getattr(metric, field) for field in ("query_type", *IMMUTABLE_FIELDS)}
     current.update({field: getattr(metric, field) for field in COMPUTING_FIELDS})
     merged = {**current, **changes}
-    definition_spec(merged)
+    definitions.definition_from(merged)
     stored = _definition_fields(merged)
     with transaction.atomic():
         if metric.query_type == definitions.INDEXED:

@@ -334,26 +334,17 @@ class MetricComputingSerializer(TallySerializer):
     )
 
     def validate(self, attrs: dict) -> dict:
-        definition_fields_check(attrs, self.initial_data)
+        try:
+            # Kept for the view: a preview computes it (a SQL one is parsed once here).
+            self.spec = definitions.definition_from(attrs)
+        except definitions.DefinitionInvalid as invalid:
+            raise definition_errors(invalid) from invalid
         return attrs
 
 
-def definition_fields_check(attrs: dict, sent: dict) -> definitions.MetricSpec:
-    """Check the computing fields as one definition; field errors name the API's field."""
-    try:
-        return definitions.definition_check(
-            query_type=attrs.get("query_type"),
-            aggregation_type=attrs.get("aggregation_type"),
-            event_name=attrs.get("event_name"),
-            value_type=attrs.get("value_type"),
-            value_property=attrs.get("value_property"),
-            filters=attrs.get("filters"),
-            sql=attrs.get("sql"),
-        )
-    except definitions.DefinitionInvalid as invalid:
-        raise serializers.ValidationError(
-            {where: [message] for where, message in invalid.problems}
-        ) from invalid
+def definition_errors(invalid: definitions.DefinitionInvalid) -> serializers.ValidationError:
+    """A definition's problems as the API answers them, each under its field."""
+    return serializers.ValidationError({where: [message] for where, message in invalid.problems})
 
 
 class MetricCreateSerializer(MetricComputingSerializer):

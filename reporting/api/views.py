@@ -42,7 +42,7 @@ from reporting.api.serializers import (
     PlatformSummarySerializer,
     UsageReportQuerySerializer,
     UsageReportSerializer,
-    definition_fields_check,
+    definition_errors,
 )
 from reporting.metrics import MetricsInvalid, metrics_request_check
 from reporting.models import MetricDefinition
@@ -382,10 +382,6 @@ CUSTOMER_PARAMETER = OpenApiParameter(
 BACKFILL_RETRY_SECONDS = 5
 
 
-def _definition_problems(invalid: definitions.DefinitionInvalid) -> serializers.ValidationError:
-    return serializers.ValidationError({where: [message] for where, message in invalid.problems})
-
-
 def _timeframe_from_query(params) -> dict | None:
     """The timeframe of a value request: JSON in `timeframe`, a bare type, or the
     fields as `timeframe[field]=…`."""
@@ -445,7 +441,7 @@ def _value_answer(
             metric=metric,
         )
     except definitions.DefinitionInvalid as invalid:
-        raise _definition_problems(invalid) from invalid
+        raise definition_errors(invalid) from invalid
     except NoCurrentCycle as missing:
         raise serializers.ValidationError({"timeframe": [str(missing)]}) from missing
     except MetricBackfilling as backfilling:
@@ -563,7 +559,7 @@ class MetricDefinitionViewSet(OperatorViewSet):
         try:
             metric = metric_update(metric=metric, changes=dict(serializer.validated_data))
         except definitions.DefinitionInvalid as invalid:
-            raise _definition_problems(invalid) from invalid
+            raise definition_errors(invalid) from invalid
         except MetricNameTaken as taken:
             raise Conflict(f"A metric named {str(taken)!r} exists already.") from taken
         except MetricDefinition.DoesNotExist as gone:
@@ -619,10 +615,9 @@ class MetricDefinitionViewSet(OperatorViewSet):
         serializer = MetricPreviewSerializer(data=request.data)
         serializer.is_valid(raise_exception=True)
         data = serializer.validated_data
-        spec = definition_fields_check(data, request.data)
         answer = _value_answer(
             operator=caller_operator(self),
-            spec=spec,
+            spec=serializer.spec,
             customer_id=data["customer_id"],
             raw_timeframe=_bare_timeframe(data.get("timeframe")),
             metric=None,

@@ -29,10 +29,6 @@ def at(hours: float) -> str:
     return (BASE + timedelta(hours=hours)).isoformat().replace("+00:00", "Z")
 
 
-def moment(hours: float) -> str:
-    return at(hours)
-
-
 RECORDS = [
     # customer c1, api_call: the metric's records.
     {"id": "r1", "timestamp": at(10 / 60), "type": "api_call", "customerId": "c1",
@@ -171,7 +167,7 @@ RANGES = [
 @pytest.mark.parametrize(("bounds", "expected"), RANGES)
 def test_ranges_with_partial_hours_agree_across_query_types(client, collector, bounds, expected):
     send_and_process(client, collector, RECORDS)
-    timeframe = {"type": "RANGE", "start": moment(bounds[0]), "end": moment(bounds[1])}
+    timeframe = {"type": "RANGE", "start": at(bounds[0]), "end": at(bounds[1])}
     for aggregation, wanted in expected.items():
         case = next(case for case in CASES if case[0] == aggregation and case[1] == "NUMERIC"
                     and (case[2] or aggregation == "COUNT") and not case[3])  # fmt: skip
@@ -181,4 +177,4 @@ def test_ranges_with_partial_hours_agree_across_query_types(client, collector, b
             answer = value_of(client, metric["id"], "c1", timeframe)
             assert answer["value"] == wanted, (aggregation, query_type, answer)
             assert answer["timeframe"]["type"] == "RANGE"
-            assert answer["timeframe"]["start"].startswith(moment(bounds[0])[:16])
+            assert answer["timeframe"]["start"].startswith(at(bounds[0])[:16])
