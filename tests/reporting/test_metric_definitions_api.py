@@ -1462,3 +1462,34 @@ def test_the_list_answer_matches_its_documented_schema(client, openapi, metric):
     assert_documented(openapi, "/v1/metrics", "get", "200", listed.json())
     headers = openapi["paths"]["/v1/metrics"]["get"]["responses"]["200"].get("headers", {})
     assert "X-Total-Count" in headers
+
+
+# -- SQL metrics that fail when they run ---------------------------------------------------
+
+
+def test_a_runaway_sql_metric_is_stopped_by_its_timeout_and_answers_400(
+    client, collector, settings
+):
+    settings.TALLY["METRICS"]["SQL_TIMEOUT_MS"] = 100
+    send_and_process(client, collector, [api_call(f"r{n}", n / 100) for n in range(100)])
+    body = complex_(
+        "SELECT count(*) FROM events a, events b, events c, events d, events e", name="runaway"
+    )
+    runaway = create_metric(client, body)
+    response = value_response(client, runaway["id"], "customerId=c1")
+    assert "stopped after 100 ms" in assert_error_body(response, 400)["details"][0]["message"]
+    # The connection and the operator's other metrics are fine afterwards.
+    counting = create_metric(client, complex_())
+    assert value_response(client, counting["id"], "customerId=c1").json()["value"] == 100
+    preview_answer = preview(client, body)
+    assert "stopped after 100 ms" in assert_error_body(preview_answer, 400)["message"]
+
+
+def test_a_sql_metric_failing_on_the_data_answers_400_with_postgresqls_reason(client, collector):
+    send_and_process(client, collector, [api_call("r1", 1, n=0)])
+    failing = create_metric(
+        client, complex_("SELECT sum(1 / (payload->>'n')::numeric) FROM events", name="zero")
+    )
+    error = assert_error_body(value_response(client, failing["id"], "customerId=c1"), 400)
+    assert error["details"] == [{"field": "sql", "message": error["details"][0]["message"]}]
+    assert "division by zero" in error["message"]
