@@ -28,8 +28,8 @@ BACKFILL_TASK = "reporting.tasks.metric_backfill"
 # Fields a definition keeps for life: changing them would make it another metric.
 IMMUTABLE_FIELDS = ("query_type", "aggregation_type", "value_type")
 # Fields that change what an indexed metric counts: its rollups are built again.
-COMPUTING_FIELDS = ("event_name", "value_property", "filters", "sql")
-EDITABLE_FIELDS = ("name", "description", *COMPUTING_FIELDS)
+RECOUNTING_FIELDS = ("event_name", "value_property", "filters", "sql")
+EDITABLE_FIELDS = ("name", "description", *RECOUNTING_FIELDS)
 
 
 class MetricNameTaken(ValueError):
@@ -154,8 +154,7 @@ def metric_update(*, metric: MetricDefinition, changes: dict[str, Any]) -> Metri
     unknown = set(changes) - set(EDITABLE_FIELDS)
     if unknown:
         raise ValueError(f"not editable: {', '.join(sorted(unknown))}")
-    current = {field: getattr(metric, field) for field in ("query_type", *IMMUTABLE_FIELDS)}
-    current.update({field: getattr(metric, field) for field in COMPUTING_FIELDS})
+    current = {field: getattr(metric, field) for field in definitions.COMPUTING_FIELDS}
     merged = {**current, **changes}
     definitions.definition_from(merged)
     stored = _definition_fields(merged)
@@ -168,8 +167,8 @@ def metric_update(*, metric: MetricDefinition, changes: dict[str, Any]) -> Metri
         for field in ("name", "description"):
             if field in changes:
                 setattr(locked, field, changes[field] or "")
-        recount = any(getattr(locked, field) != stored[field] for field in COMPUTING_FIELDS)
-        for field in COMPUTING_FIELDS:
+        recount = any(getattr(locked, field) != stored[field] for field in RECOUNTING_FIELDS)
+        for field in RECOUNTING_FIELDS:
             setattr(locked, field, stored[field])
         locked.updated_at = timezone.now()
         if recount and locked.query_type == definitions.INDEXED:
